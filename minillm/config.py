@@ -1,0 +1,196 @@
+"""Typed configuration for models and training runs.
+
+Survey §4.2.2 (detailed configuration) lists the knobs a decoder-only LLM is built from: normalization
+method and position, activation, position embedding, attention and bias. `ModelConfig` exposes exactly
+those as fields, so one class covers GPT-2, Llama-style and the ablations of chapter 04. `TrainConfig`
+holds the optimization setting of Survey §4.3.1 (batch size, learning-rate schedule, optimizer,
+stabilization). Both validate themselves in `__post_init__`: a wrong value fails at construction time with a
+message that names the field and the allowed values, not deep inside a forward pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+NORMS = ("layernorm", "rmsnorm", "deepnorm")
+NORM_POSITIONS = ("pre", "post", "sandwich")
+ACTIVATIONS = ("relu", "gelu", "swiglu", "geglu")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
+ATTENTION_MASKS = ("causal", "prefix")
+ATTENTION_IMPLS = ("sdpa", "math")
+KERNELS = ("torch", "triton")
+
+SCHEDULES = ("cosine", "wsd", "linear", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+OPTIMIZERS = ("adamw", "torch_adamw")
+ON_NAN = ("raise", "skip")
+
+
+def _choice(cls_name: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{cls_name}.{name}={value!r} is not valid; choose one of {', '.join(allowed)}")
+
+
+def _positive(cls_name: str, name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{cls_name}.{name}={value!r} must be a {kind} number")
+
+
+class _Config:
+    """Shared helpers: dict round trip and `replace` that re-validates."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again, so derived defaults are recomputed)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+@dataclass
+class ModelConfig(_Config):
+    """Architecture of a decoder-only (or encoder-decoder) transformer LM. Survey §4.2."""
+
+    vocab_size: int = 256  # number of token ids; must cover every id the tokenizer emits
+    block_size: int = 128  # maximum context length T the model is trained/evaluated on
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # query heads
+    n_kv_head: int | None = None  # key/value heads: None = n_head (MHA), 1 = MQA, in between = GQA
+    n_embd: int = 128  # residual stream width C; head dim = n_embd // n_head
+    ffn_hidden: int | None = None  # MLP hidden width; None = 4*C (relu/gelu) or 8/3*C rounded to 8 (GLU variants)
+    norm: str = "layernorm"  # layernorm | rmsnorm | deepnorm (post-LN with up-weighted residual)
+    norm_position: str = "pre"  # pre (GPT-2, Llama) | post (original transformer) | sandwich
+    activation: str = "gelu"  # relu | gelu | swiglu | geglu
+    position: str = "learned"  # learned | sinusoidal | rope | alibi | none
+    attention_mask: str = "causal"  # causal (decoder-only) | prefix (prefix LM: bidirectional over a prefix)
+    bias: bool = True  # biases in Linear layers and norms (GPT-2: True; Llama/PaLM: False)
+    dropout: float = 0.0  # dropout on attention weights and residual branches; 0 for pretraining
+    norm_eps: float = 1e-5  # epsilon inside the norms
+    rope_theta: float = 10000.0  # RoPE base; larger = longer wavelengths (context extension)
+    tie_embeddings: bool = True  # share token embedding and output projection weights
+    attn_impl: str = "sdpa"  # sdpa (fused, FlashAttention on CUDA) | math (explicit, for teaching); equal results
+    sliding_window: int | None = None  # if set, each query sees at most this many previous tokens
+    init_std: float = 0.02  # std of the normal init; residual projections are scaled by 1/sqrt(2*n_layer)
+    kernels: str = "torch"  # torch | triton (fused kernels, CUDA only)
+
+    def __post_init__(self) -> None:
+        n = "ModelConfig"
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{n}.{name}={v!r} must be a positive integer")
+        _choice(n, "norm", self.norm, NORMS)
+        _choice(n, "norm_position", self.norm_position, NORM_POSITIONS)
+        _choice(n, "activation", self.activation, ACTIVATIONS)
+        _choice(n, "position", self.position, POSITIONS)
+        _choice(n, "attention_mask", self.attention_mask, ATTENTION_MASKS)
+        _choice(n, "attn_impl", self.attn_impl, ATTENTION_IMPLS)
+        _choice(n, "kernels", self.kernels, KERNELS)
+        if self.n_embd % self.n_head:
+            raise ValueError(f"{n}.n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                             f"(head dim = n_embd // n_head)")
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0 or self.n_head % self.n_kv_head:
+            raise ValueError(f"{n}.n_kv_head={self.n_kv_head!r} must be a positive divisor of n_head={self.n_head} "
+                             f"(n_head for MHA, 1 for MQA, a divisor in between for GQA)")
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(f"{n}: position='rope' rotates pairs of dimensions, so the head dim "
+                             f"n_embd // n_head = {self.head_dim} must be even")
+        if self.ffn_hidden is None:
+            if self.activation in ("swiglu", "geglu"):
+                # GLU variants have three matrices: 8/3*C keeps parameters equal to a 4*C two-matrix MLP.
+                self.ffn_hidden = max(8, (int(8 * self.n_embd / 3) + 7) // 8 * 8)
+            else:
+                self.ffn_hidden = 4 * self.n_embd
+        _positive(n, "ffn_hidden", self.ffn_hidden)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{n}.dropout={self.dropout!r} must be in [0, 1)")
+        _positive(n, "norm_eps", self.norm_eps)
+        _positive(n, "rope_theta", self.rope_theta)
+        _positive(n, "init_std", self.init_std)
+        if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
+            raise ValueError(f"{n}.sliding_window={self.sliding_window!r} must be None or a positive integer")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class TrainConfig(_Config):
+    """Optimization and bookkeeping of one training run. Survey §4.3.1."""
+
+    batch_size: int = 16  # sequences per micro-batch (per process)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step: effective batch = batch_size * grad_accum_steps
+    max_steps: int = 200  # optimizer steps
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float | None = None  # floor of the decay; None = lr / 10
+    warmup_steps: int = 20  # linear warmup from 0 to lr
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | linear | constant (after warmup)
+    decay_frac: float = 0.2  # wsd: fraction of max_steps spent in the final decay
+    weight_decay: float = 0.1  # decoupled weight decay on matrices (not on norms, biases, embeddings)
+    beta1: float = 0.9
+    beta2: float = 0.95  # 0.95 as GPT-3/Llama: reacts faster to gradient-scale changes than 0.999
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0  # max global grad norm; None disables clipping (the norm is still recorded)
+    optimizer: str = "adamw"  # adamw (minillm's own, readable) | torch_adamw (torch, fused on CUDA)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with GradScaler)
+    device: str = "auto"  # auto | cpu | cuda | mps; asking for an absent device is an error
+    seed: int = 1337  # seeds torch, numpy, python and the data sampler
+    eval_interval: int = 50  # evaluate on the held-out split every N steps (0 = only at the end)
+    eval_batches: int = 10  # batches averaged per evaluation
+    log_interval: int = 10  # record a history row every N steps (the last step is always recorded)
+    out_dir: str | None = None  # where history.jsonl and checkpoints go; None = keep in memory only
+    checkpoint_interval: int = 0  # save a checkpoint every N steps (0 = only at the end, if out_dir is set)
+    resume: bool = False  # continue from out_dir's latest checkpoint, reproducing the uninterrupted run
+    on_nan: str = "raise"  # raise (stop with an error naming the step) | skip (drop the step: spike guard)
+    compile: bool = False  # torch.compile the model (pays on GPU; slow to compile and no faster on CPU)
+    progress: bool = True  # show a tqdm progress bar (notebook-aware)
+
+    def __post_init__(self) -> None:
+        n = "TrainConfig"
+        for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_batches", "log_interval"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{n}.{name}={v!r} must be a positive integer")
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{n}.{name}={v!r} must be a non-negative integer")
+        _positive(n, "lr", self.lr)
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+        _positive(n, "min_lr", self.min_lr, allow_zero=True)
+        if self.min_lr > self.lr:
+            raise ValueError(f"{n}.min_lr={self.min_lr} must not exceed lr={self.lr}")
+        _choice(n, "schedule", self.schedule, SCHEDULES)
+        _choice(n, "precision", self.precision, PRECISIONS)
+        _choice(n, "device", self.device, DEVICES)
+        _choice(n, "optimizer", self.optimizer, OPTIMIZERS)
+        _choice(n, "on_nan", self.on_nan, ON_NAN)
+        if not 0.0 < self.decay_frac <= 1.0:
+            raise ValueError(f"{n}.decay_frac={self.decay_frac!r} must be in (0, 1]")
+        _positive(n, "weight_decay", self.weight_decay, allow_zero=True)
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{n}.{name}={v!r} must be in [0, 1)")
+        _positive(n, "eps", self.eps)
+        if self.grad_clip is not None:
+            _positive(n, "grad_clip", self.grad_clip)
+        if self.resume and not self.out_dir:
+            raise ValueError(f"{n}.resume=True needs out_dir: the checkpoint to resume from lives there")
+

@@ -1,0 +1,89 @@
+"""Device and dtype choice, and seeding.
+
+Survey §4.3.2 (scalable training: mixed precision) starts from a practical question: where does the
+math run and in which number format? This module answers it once for the whole package. Asking for a
+device that is not there is an error with a fix, never a silent fall back to the CPU.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from .config import DEVICES
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn 'auto' | 'cpu' | 'cuda[:i]' | 'mps' into a torch.device that exists on this machine.
+
+    'auto' picks CUDA, then Apple's MPS, then the CPU. An explicit request for an absent accelerator raises.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise ValueError(f"device={name!r} is not valid; choose one of {', '.join(DEVICES)} (optionally 'cuda:N')")
+    if base == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise RuntimeError(
+                f"device={name!r} was requested but CUDA is not available (torch {torch.__version__} is {build}). "
+                "Use device='cpu' (or 'auto'), or install a CUDA build of torch as the README explains.")
+        if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+            raise RuntimeError(f"device={name!r} was requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    if base == "mps" and not _mps_available():
+        raise RuntimeError(f"device={name!r} was requested but Apple MPS is not available here; use device='cpu'")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting, or None for plain fp32.
+
+    'auto' = bf16 on CUDA (same exponent range as fp32, so no loss scaling needed) and fp32 elsewhere:
+    CPUs without bf16 units run bf16 matmuls far slower than fp32.
+    """
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("precision='fp16' needs a CUDA device (fp16 + GradScaler); on CPU use 'fp32'")
+        return torch.float16
+    raise ValueError(f"precision={precision!r} is not valid; choose auto, fp32, bf16 or fp16")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) so a run can be repeated exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def rng_state() -> dict:
+    """Every RNG state a training run depends on (for exact resume)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,182 @@
+"""Self-attention: MHA/GQA/MQA, attention masks, KV cache.
+
+Survey §4.2.2 (attention: full, sparse, multi-query/grouped-query, FlashAttention) and §4.2.1 (the mask is
+what separates a causal decoder from a prefix decoder). Two interchangeable paths compute the same thing:
+`attn_impl="math"` spells out softmax(q k^T / sqrt(d) + bias) v for teaching, `attn_impl="sdpa"` calls
+torch's fused `scaled_dot_product_attention` (FlashAttention kernels on CUDA). Tests check they agree.
+
+Boolean masks mean True = may attend.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .layers import softmax
+from .position import alibi_slopes, apply_rope_cached
+
+# ---------------------------------------------------------------------------------------------------------
+# Functional attention and masks.
+
+
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 mask: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                                 scale: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + bias, masked) v for q (..., Tq, D), k and v (..., Tk, D); mask True = attend."""
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (..., Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return softmax(scores.float(), dim=-1).to(v.dtype) @ v  # (..., Tq, D)
+
+
+def causal_mask(T: int, T_k: int | None = None, offset: int = 0, device=None) -> torch.Tensor:
+    """(T, T_k) lower-triangular mask; query i sits at absolute position offset + i."""
+    T_k = T if T_k is None else T_k
+    i = torch.arange(offset, offset + T, device=device)[:, None]
+    return torch.arange(T_k, device=device)[None, :] <= i
+
+
+def sliding_window_mask(T: int, window: int, T_k: int | None = None, offset: int = 0, device=None) -> torch.Tensor:
+    """Causal mask that also hides keys more than `window - 1` positions back (Mistral-style local attention)."""
+    T_k = T if T_k is None else T_k
+    i = torch.arange(offset, offset + T, device=device)[:, None]
+    j = torch.arange(T_k, device=device)[None, :]
+    return (j <= i) & (j > i - window)
+
+
+def prefix_mask(T: int, prefix_len: int | torch.Tensor, device=None) -> torch.Tensor:
+    """Prefix-LM mask (Survey §4.2.1, as in U-PaLM/GLM): bidirectional inside the prefix, causal after it.
+
+    prefix_len: an int (same prefix for the batch) -> (T, T); or a (B,) tensor -> (B, 1, T, T).
+    """
+    causal = causal_mask(T, device=device)
+    j = torch.arange(T, device=device)
+    if isinstance(prefix_len, int):
+        return causal | (j[None, :] < prefix_len)
+    p = prefix_len.to(device).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+    return causal | (j.view(1, 1, 1, T) < p)  # (B, 1, T, T)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, Hkv, T, D) -> (B, Hkv * n_rep, T, D): each key/value head serves n_rep query heads (GQA/MQA)."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# KV cache.
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, so generation computes each token's k, v once.
+
+    Without it, step t recomputes attention inputs for all t previous tokens: O(T^2) work for T tokens.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_kv_head: int, max_len: int, head_dim: int,
+                 device=None, dtype=torch.float32):
+        shape = (batch_size, n_kv_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.max_len = max_len
+        self.pos = 0  # tokens already stored; advanced by the model after the last layer
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, Hkv, T, D) at positions pos..pos+T-1; return all keys/values so far."""
+        T = k.size(2)
+        if self.pos + T > self.max_len:
+            raise RuntimeError(f"KV cache is full: {self.pos} + {T} tokens > max_len={self.max_len}; "
+                               "allocate a longer cache or crop the context")
+        self.k[layer][:, :, self.pos:self.pos + T] = k
+        self.v[layer][:, :, self.pos:self.pos + T] = v
+        return self.k[layer][:, :, :self.pos + T], self.v[layer][:, :, :self.pos + T]
+
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The attention layer.
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with n_kv_head key/value heads (MHA when equal to n_head, MQA when 1)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        C, kv_dim = cfg.n_embd, cfg.n_kv_head * cfg.head_dim
+        self.wq = nn.Linear(C, C, bias=cfg.bias)
+        self.wk = nn.Linear(C, kv_dim, bias=cfg.bias)
+        self.wv = nn.Linear(C, kv_dim, bias=cfg.bias)
+        self.wo = nn.Linear(C, C, bias=cfg.bias)
+        self.wo.is_residual_proj = True
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        if cfg.position == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_head), persistent=False)
+        self.attn_fn: AttentionFn | None = None  # a custom (q, k, v, mask) -> out, e.g. a student's
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        if rope is not None:  # rotate before caching: cached keys already carry their positions
+            q, k = apply_rope_cached(q, *rope), apply_rope_cached(k, *rope)
+        offset = cache.pos if cache is not None else 0
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, Hkv, offset + T, D)
+        n_rep = self.n_head // self.n_kv_head
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, Tk, D)
+        y = self._attend(q, k, v, offset, prefix_len)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        return self.resid_dropout(self.wo(y))
+
+    def _mask(self, T: int, T_k: int, offset: int, prefix_len, device) -> torch.Tensor | None:
+        """The boolean mask for this call, or None when plain causal attention needs none."""
+        cfg = self.cfg
+        if cfg.attention_mask == "prefix" and prefix_len is not None:
+            if offset or T != T_k:
+                raise ValueError("prefix-LM attention with a KV cache: prefill the whole prefix in one call")
+            return prefix_mask(T, prefix_len, device=device)
+        if cfg.sliding_window is not None:
+            return sliding_window_mask(T, cfg.sliding_window, T_k, offset, device=device)
+        if T == 1:
+            return None  # one new query may see every cached key
+        return causal_mask(T, T_k, offset, device=device)
+
+    def _attend(self, q, k, v, offset: int, prefix_len) -> torch.Tensor:
+        T, T_k = q.size(2), k.size(2)
+        mask = self._mask(T, T_k, offset, prefix_len, q.device)
+        if self.attn_fn is not None:
+            full = mask if mask is not None else torch.ones(T, T_k, dtype=torch.bool, device=q.device)
+            return self.attn_fn(q, k, v, full)
+        bias = None
+        if self.cfg.position == "alibi":
+            i = torch.arange(offset, offset + T, device=q.device)[:, None]
+            dist = (i - torch.arange(T_k, device=q.device)[None, :]).abs().to(q.dtype)
+            bias = -self.alibi_slopes.to(q.dtype)[:, None, None] * dist  # (H, T, Tk)
+        dropout = self.cfg.dropout if self.training else 0.0
+        if self.cfg.attn_impl == "math":
+            if dropout:
+                raise ValueError("attn_impl='math' has no attention dropout; use attn_impl='sdpa' or dropout=0")
+            return scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
+        if bias is None and mask is not None and mask.dim() == 2 and offset == 0 and T == T_k \
+                and self.cfg.attention_mask == "causal" and self.cfg.sliding_window is None:
+            # the plain causal case: let SDPA pick its fused causal kernel (FlashAttention on CUDA)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if bias is not None:  # fold the boolean mask into the additive bias
+            attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        else:
+            attn_mask = mask
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)

@@ -1,0 +1,178 @@
+"""The decoder-only transformer language model (causal decoder and prefix decoder).
+
+Survey §4.2.1 (mainstream architectures: the causal decoder of the GPT series, the prefix decoder of
+U-PaLM/GLM) and §4.2.2 (configuration). One class, switched by `ModelConfig`: GPT-2 is
+`norm=layernorm, activation=gelu, position=learned`; a Llama-style model is
+`norm=rmsnorm, activation=swiglu, position=rope, bias=False, n_kv_head<n_head`.
+
+The model knows nothing of devices, precision or distribution: the Trainer and `minillm.train.parallel`
+apply those from outside (as torchtitan keeps model and parallelism apart).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .attention import Attention, AttentionFn, KVCache
+from .layers import MLP, make_norm
+from .position import rope_angles, sinusoidal_embedding
+
+
+class Block(nn.Module):
+    """One transformer layer: attention then MLP, each wrapped in a residual connection and norms.
+
+    pre (GPT-2, Llama):   x = x + f(norm(x))            stable: the residual path is an identity
+    post (Vaswani 2017):  x = norm(x + f(x))            needs warmup; diverges easily when deep
+    sandwich (CogView):   x = x + norm2(f(norm1(x)))    extra norm on the branch output
+    deepnorm (DeepNet):   x = norm(alpha * x + f(x))    post-LN made stable by up-weighting the residual
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.position = "post" if cfg.norm == "deepnorm" else cfg.norm_position
+        # DeepNet (Wang et al. 2022), decoder-only: alpha = (2N)^(1/4) on the residual branch.
+        self.alpha = (2 * cfg.n_layer) ** 0.25 if cfg.norm == "deepnorm" else 1.0
+        self.norm1, self.norm2 = make_norm(cfg), make_norm(cfg)
+        if self.position == "sandwich":
+            self.norm1_out, self.norm2_out = make_norm(cfg), make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        if self.position == "pre":
+            x = x + self.attn(self.norm1(x), **attn_kwargs)
+            return x + self.mlp(self.norm2(x))
+        if self.position == "sandwich":
+            x = x + self.norm1_out(self.attn(self.norm1(x), **attn_kwargs))
+            return x + self.norm2_out(self.mlp(self.norm2(x)))
+        x = self.norm1(self.alpha * x + self.attn(x, **attn_kwargs))  # post (and deepnorm)
+        return self.norm2(self.alpha * x + self.mlp(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only LM: token ids (B, T) -> next-token logits (B, T, vocab_size) and the mean loss."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        if cfg.position == "learned":
+            self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        elif cfg.position == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_embedding(cfg.block_size, cfg.n_embd), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        # post-LN blocks already end in a norm; pre-LN (and sandwich) need one before the output layer
+        self.norm_f = make_norm(cfg) if self.blocks[0].position != "post" else nn.Identity()
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            # weight tying (Press & Wolf 2017): input and output embeddings share one (V, C) matrix
+            self.lm_head.weight = self.tok_emb.weight
+        self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self.apply(self._init_weights)
+        self._init_residual_projections()
+
+    # --- initialisation -------------------------------------------------------------------------------
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def _init_residual_projections(self) -> None:
+        """GPT-2: scale projections into the residual stream by 1/sqrt(2 n_layer), since 2 n_layer branches
+        add up there and the stream's variance should not grow with depth. DeepNorm instead scales the value,
+        output and MLP weights by beta = (8N)^(-1/4) (Xavier init times beta in the paper)."""
+        cfg = self.config
+        deepnorm_beta = (8 * cfg.n_layer) ** -0.25 if cfg.norm == "deepnorm" else None
+        for block in self.blocks:
+            for lin in (block.attn.wo, block.mlp.w2):
+                nn.init.normal_(lin.weight, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+            if deepnorm_beta is not None:
+                for lin in (block.attn.wv, block.attn.wo, block.mlp.w1, block.mlp.w2, block.mlp.w3):
+                    if lin is not None:
+                        nn.init.xavier_normal_(lin.weight, gain=deepnorm_beta)
+
+    # --- customisation hooks (used by labs) -------------------------------------------------------------
+    def set_attention_fn(self, fn: AttentionFn | None) -> None:
+        """Replace the attention core in every layer by fn(q, k, v, mask) -> out; q,k,v (B, H, T, D),
+        mask a bool (T, Tk) or (B, 1, T, Tk), True = may attend. None restores the built-in one."""
+        for block in self.blocks:
+            block.attn.attn_fn = fn
+
+    def set_loss_fn(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> None:
+        """Replace the loss by fn(logits (B, T, V), targets (B, T)) -> scalar. None restores cross-entropy."""
+        self.loss_fn = fn
+
+    # --- forward ------------------------------------------------------------------------------------------
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None):
+        """idx (B, T) token ids -> (logits (B, T, V), loss or None).
+
+        targets (B, T): next-token ids, -100 where no loss is wanted. prefix_len: length of the
+        bidirectional prefix (attention_mask='prefix'). cache: a KVCache for incremental decoding.
+        """
+        cfg = self.config
+        B, T = idx.shape
+        offset = cache.pos if cache is not None else 0
+        if offset + T > cfg.block_size and cfg.position in ("learned", "sinusoidal"):
+            raise ValueError(f"sequence of {offset + T} tokens is longer than block_size={cfg.block_size}; "
+                             "crop the input or build the model with a larger block_size")
+        # checked on CPU only: on CUDA the .item() would stall the GPU every step (the Trainer checks data up front)
+        if not idx.is_cuda and idx.numel() and int(idx.max()) >= cfg.vocab_size:
+            raise ValueError(f"token id {int(idx.max())} is out of range for vocab_size={cfg.vocab_size}: "
+                             "the tokenizer's vocabulary does not fit this model; set ModelConfig.vocab_size "
+                             "to at least the tokenizer's vocab_size")
+        x = self.tok_emb(idx)  # (B, T, C)
+        positions = torch.arange(offset, offset + T, device=idx.device)
+        if cfg.position == "learned":
+            x = x + self.pos_emb(positions)
+        elif cfg.position == "sinusoidal":
+            x = x + self.pos_table[positions]
+        rope = rope_angles(positions, cfg.head_dim, cfg.rope_theta) if cfg.position == "rope" else None
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope=rope, prefix_len=prefix_len, cache=cache, layer=i)
+        if cache is not None:
+            cache.pos += T
+        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            if self.loss_fn is not None:
+                loss = self.loss_fn(logits, targets)
+            else:
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    # --- accounting ---------------------------------------------------------------------------------------
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count. non_embedding=True leaves out the token and position embedding tables, as
+        Kaplan et al. define N for scaling laws (an untied output layer is a real matmul and is counted)."""
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied matrix once
+        if non_embedding:
+            n -= self.tok_emb.weight.numel()
+            if self.config.position == "learned":
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward = 3x forward), as in PaLM's appendix / nanoGPT:
+        6 N_matmul + 12 L H Q T, with N_matmul the weights used in matmuls (non-embedding + output layer),
+        L layers, H heads, Q head dim and T the context (the attention score and value products)."""
+        cfg = self.config
+        T = cfg.block_size if seq_len is None else seq_len
+        n_matmul = self.num_params(non_embedding=True)
+        if cfg.tie_embeddings:  # the output projection reuses the embedding matrix but is still a matmul
+            n_matmul += self.lm_head.weight.numel()
+        return 6 * n_matmul + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * T
+
+    def make_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache sized for this model (dtype and device of its weights)."""
+        cfg, w = self.config, self.tok_emb.weight
+        return KVCache(cfg.n_layer, batch_size, cfg.n_kv_head, max_len or cfg.block_size, cfg.head_dim,
+                       device=w.device, dtype=w.dtype)
