@@ -1,0 +1,242 @@
+"""Command line: ``python -m minillm {prepare,train,generate} --help``.
+
+The same pipeline the chapters run, for homework and for real runs (Survey §4: data -> model -> training):
+
+    python -m minillm prepare --source story --n_docs 20000 --tokenizer char --out data/story
+    python -m minillm train --data data/story --preset small --out runs/story --max_steps 2000 --lr 1e-3
+    python -m minillm generate --run runs/story --prompt "Mia " --max_new_tokens 200 --temperature 0.8
+
+`train` accepts every ModelConfig and TrainConfig field as an option (listed by --help with its comment).
+Under ``torchrun`` the same command trains on several processes once the parallel module is in place.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import ModelConfig, TrainConfig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Options generated from the config dataclasses, so --help always matches the code.
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The trailing `# comment` of each field in a dataclass's source: the documentation of that field."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2)
+    return comments
+
+
+def _parse_value(text: str, default: Any) -> Any:
+    """Parse an override by the type of the field's default: ints, floats, bools, None and strings."""
+    low = text.lower()
+    if low in ("none", "null"):
+        return None
+    if isinstance(default, bool) or low in ("true", "false"):
+        if low not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+        return low in ("true", "1", "yes")
+    for kind in (int, float):
+        if isinstance(default, kind) or default is None:
+            try:
+                return kind(text)
+            except ValueError:
+                if isinstance(default, kind):
+                    raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+    return text
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
+    group = parser.add_argument_group(f"{cls.__name__} fields (defaults shown; see minillm/config.py)")
+    comments = field_comments(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default
+        group.add_argument(f"--{f.name}", dest=f"{cls.__name__}.{f.name}", default=argparse.SUPPRESS,
+                           type=lambda s, d=default: _parse_value(s, d), metavar=type(default).__name__.upper()
+                           if default is not None else "VALUE",
+                           help=f"{comments.get(f.name, '')} [default: {default}]")
+
+
+def config_overrides(args: argparse.Namespace, cls) -> dict[str, Any]:
+    prefix = f"{cls.__name__}."
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# prepare
+
+
+def _documents(source: str, n_docs: int, seed: int, field: str) -> tuple[list[str], str]:
+    """Documents from a synthetic corpus name, a local .txt/.jsonl file or folder, or hf:NAME."""
+    from .data import sources, synthetic
+
+    if source in synthetic.CORPORA:
+        c = synthetic.corpus(source, n_docs=n_docs, seed=seed)
+        return list(c.docs), f"synthetic:{source} n_docs={n_docs} seed={seed} nats_per_char={c.nats_per_char:.4f}"
+    if source.startswith("hf:"):
+        docs = sources.load_hf_dataset(source[3:], field=field, streaming=True)
+        return [d for _, d in zip(range(n_docs), docs)], source
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"--source {source!r} is neither a synthetic corpus ({', '.join(synthetic.CORPORA)}), "
+                                "nor an existing file or folder, nor hf:DATASET_NAME")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt"))
+        if not files:
+            raise FileNotFoundError(f"folder {source!r} holds no .txt files")
+        return list(sources.read_text_files(files)), str(path)
+    if path.suffix == ".jsonl":
+        return list(sources.read_jsonl(path, field=field)), str(path)
+    return list(sources.read_text_files([path], split="paragraph")), str(path)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .data.prepare import prepare
+    from .data.tokenizer import BPETokenizer, CharTokenizer
+
+    docs, description = _documents(args.source, args.n_docs, args.seed, args.field)
+    if not docs:
+        raise ValueError(f"--source {args.source!r} gave no documents")
+    eos = "<|endoftext|>"
+    if args.tokenizer == "char":
+        tok = CharTokenizer.from_text("".join(docs), special_tokens=(eos,))
+    else:
+        tok = BPETokenizer.train(docs, vocab_size=args.vocab_size, special_tokens=(eos,))
+    out = prepare(docs, tok, args.out, val_fraction=args.val_fraction, eos_id=tok.encode(eos)[0],
+                  overwrite=args.overwrite, source=description)
+    print(f"wrote {out.n_train_tokens:,} train + {out.n_val_tokens:,} val tokens (vocab {out.vocab_size}) to {out.out_dir}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# train
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .data.loader import DataSplits
+    from .model.transformer import GPT
+    from .presets import model_preset, train_preset
+    from .train.trainer import Trainer
+
+    data = DataSplits.from_dir(args.data)
+    model_over = config_overrides(args, ModelConfig)
+    model_over.setdefault("vocab_size", data.vocab_size)
+    model_cfg = model_preset(args.preset, **model_over)
+    train_over = config_overrides(args, TrainConfig)
+    train_cfg = train_preset(args.size, **train_over, out_dir=args.out)
+    model = GPT(model_cfg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok_src = Path(args.data) / "tokenizer.json"
+    if tok_src.exists():  # the run folder carries its tokenizer, so `generate --run` needs nothing else
+        (out / "tokenizer.json").write_bytes(tok_src.read_bytes())
+    (out / "config.json").write_text(json.dumps({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+                                                  "data": str(args.data)}, indent=2))
+    print(f"model: {model.num_params():,} non-embedding parameters; checkpoints and history.jsonl go to {out}/")
+    history = Trainer(model, train_cfg, data).fit()
+    last = history[-1]
+    val = f", val loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else ""
+    print(f"done: step {last['step']}, train loss {last['loss']:.4f}{val}; checkpoint in {out}/")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# generate
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .data.tokenizer import load_tokenizer
+    from .device import resolve_device
+    from .generate import generate
+    from .model.transformer import GPT
+    from .train.checkpoint import latest_checkpoint, load_checkpoint
+
+    run = Path(args.run)
+    cfg_path = run / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path} not found: --run must be a folder written by `python -m minillm train`")
+    model = GPT(ModelConfig.from_dict(json.loads(cfg_path.read_text())["model"]))
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint in {run}: train first (python -m minillm train ... --out {run})")
+    load_checkpoint(ckpt, model)
+    device = resolve_device(args.device)
+    model.to(device)
+    tok = load_tokenizer(run / "tokenizer.json")
+    idx = torch.tensor([tok.encode(args.prompt)], device=device)
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    out = generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
+                   top_p=args.top_p, generator=g)
+    print(tok.decode(out[0].tolist()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m minillm", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pp = sub.add_parser("prepare", help="tokenize a corpus into train/val token shards")
+    pp.add_argument("--source", default="story", help="synthetic corpus name (story, story_zh, facts, arithmetic, "
+                    "bilingual), a .txt/.jsonl file or folder of .txt files, or hf:DATASET (needs `datasets`)")
+    pp.add_argument("--n_docs", type=int, default=20000, help="documents to generate / read [default: 20000]")
+    pp.add_argument("--seed", type=int, default=0, help="seed of the synthetic generator [default: 0]")
+    pp.add_argument("--field", default="text", help="JSON / dataset field holding the text [default: text]")
+    pp.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="tokenizer to train [default: char]")
+    pp.add_argument("--vocab_size", type=int, default=1024, help="BPE vocabulary size [default: 1024]")
+    pp.add_argument("--val_fraction", type=float, default=0.05, help="share of documents held out [default: 0.05]")
+    pp.add_argument("--out", required=True, help="output folder (train.bin, val.bin, tokenizer.json, meta.json)")
+    pp.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    pp.set_defaults(func=cmd_prepare)
+
+    pt = sub.add_parser("train", help="train a GPT on prepared shards",
+                        description="Train a model. Any ModelConfig/TrainConfig field can be overridden, "
+                                    "e.g. --n_layer 4 --lr 1e-3 --schedule wsd.")
+    pt.add_argument("--data", required=True, help="folder written by `prepare`")
+    pt.add_argument("--preset", default="small", help="model preset (tiny, small, medium, gpt2-124m, llama-tiny)")
+    pt.add_argument("--size", default=None, choices=("ci", "laptop", "gpu"),
+                    help="training preset scale [default: $MINILLM_SIZE or auto]")
+    pt.add_argument("--out", required=True, help="run folder: checkpoints, history.jsonl, config.json, tokenizer")
+    add_config_options(pt, ModelConfig, skip=("vocab_size",))
+    add_config_options(pt, TrainConfig, skip=("out_dir",))
+    pt.set_defaults(func=cmd_train)
+
+    pg = sub.add_parser("generate", help="sample text from a trained run")
+    pg.add_argument("--run", required=True, help="run folder written by `train`")
+    pg.add_argument("--prompt", default="\n", help="text to continue [default: a newline]")
+    pg.add_argument("--max_new_tokens", type=int, default=200, help="tokens to generate [default: 200]")
+    pg.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; <1 sharper, >1 flatter [default: 0.8]")
+    pg.add_argument("--top_k", type=int, default=0, help="keep the k most likely tokens (0 = all) [default: 0]")
+    pg.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold [default: off]")
+    pg.add_argument("--seed", type=int, default=0, help="sampling seed [default: 0]")
+    pg.add_argument("--device", default="auto", help="auto, cpu, cuda, mps [default: auto]")
+    pg.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # one clear line, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data pipeline: tokenizers, synthetic corpora, shards, loaders, cleaning (Survey §4.1)."""
