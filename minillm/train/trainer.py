@@ -1,0 +1,304 @@
+"""The training loop: `Trainer(model, cfg, data).fit() -> history`. Survey §4.3 (model training).
+
+One optimizer step, as in every LLM pre-training codebase:
+
+    lr ← schedule(step)                                   warmup + decay (Survey §4.3.1)
+    for each of grad_accum_steps micro-batches:           a large effective batch from small memory
+        loss = model(x, y) under autocast                 mixed precision (Survey §4.3.2)
+        (loss / grad_accum_steps).backward()              gradients add up to the full batch's mean
+    clip the global gradient norm                         stabilization against loss spikes
+    optimizer.step(); zero the gradients                  AdamW
+
+around which the Trainer adds: periodic evaluation on held-out tokens, a history of rows (see history.py),
+hooks for live plots, a guard against NaN/inf losses, and checkpoints that make resuming exact.
+
+Speed matters even in a teaching loop: the loop never calls .item() on the loss per micro-batch (that would
+make the CPU wait for the GPU); losses are summed on the device and read at log steps only. The single
+per-step sync is the finiteness check that decides whether the optimizer may step (see `_train_step`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.loader import DataSplits, RandomLoader, get_batch
+from ..device import resolve_device, seed_everything
+from .checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
+                         load_checkpoint_state, save_checkpoint)
+from .history import HistoryWriter, mfu, normalize_hooks, peak_flops
+from .optim import build_optimizer, clip_grad_norm_, lr_at
+from .precision import PrecisionPolicy
+
+
+def _as_splits(data: Any) -> DataSplits:
+    """A DataSplits from a 1-D token array/tensor (last 10% held out), a DataSplits, or a prepared directory."""
+    if isinstance(data, DataSplits):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return DataSplits.from_dir(data)
+    if isinstance(data, (np.ndarray, torch.Tensor, list, tuple)):
+        return DataSplits.from_tokens(data, val_fraction=0.1)
+    raise ValueError(f"data must be a 1-D token array or tensor, a DataSplits, or the path of a prepared data "
+                     f"directory; got {type(data).__name__}")
+
+
+def _check_vocab(splits: DataSplits, vocab_size: int) -> None:
+    """Every token id must index the model's embedding table; fail here, not deep inside a CUDA kernel."""
+    if splits.vocab_size is not None and splits.vocab_size > vocab_size:
+        raise ValueError(f"the data was tokenized with vocab_size={splits.vocab_size} but the model has "
+                         f"vocab_size={vocab_size}: build the model with "
+                         f"ModelConfig(vocab_size={splits.vocab_size}, ...)")
+    if splits.vocab_size is not None and isinstance(splits.train, np.memmap):
+        return  # shard files store their vocab size and are checked against it when written; skip a full scan
+    parts = [t for t in (splits.train, splits.val) if t is not None and len(t)]
+    hi = max(int(t.max()) for t in parts)
+    lo = min(int(t.min()) for t in parts)
+    if lo < 0 or hi >= vocab_size:
+        bad = hi if hi >= vocab_size else lo
+        raise ValueError(f"token id {bad} in the data is outside the model's vocabulary [0, {vocab_size}): "
+                         f"build the model with ModelConfig(vocab_size={hi + 1}) or more, or re-tokenize the data")
+
+
+class Trainer:
+    """Train `model` on `data` as `cfg` says. `fit()` runs the loop and returns `history` (a list of row dicts).
+
+    model: a minillm `GPT` or any module with `.config.block_size`, `.config.vocab_size` and
+        `model(x, y) -> (logits, loss)`; it is moved to cfg.device. The context length is config.block_size.
+    data: a 1-D token array/tensor (the last 10% becomes the validation split), a `DataSplits`, or the path of
+        a directory prepared with `python -m minillm prepare` (train.bin / val.bin).
+    hooks: {"on_step": fn, "on_eval": fn} (a callable or a list of callables per name), or a list of objects
+        with on_step / on_eval methods. Each is called as fn(trainer, row): on_step for every history row,
+        on_eval for rows holding a val_loss. E.g. `hooks={"on_step": lambda tr, row: losses.append(row["loss"])}`.
+
+    `fit(stop_at=n)` trains up to step n and returns; call fit() again to continue (the schedule is always
+    the one of cfg.max_steps). With cfg.out_dir set, rows go to OUT_DIR/history.jsonl and checkpoints to
+    OUT_DIR/ckpt/step_NNNNNNNN (at checkpoint_interval, at the end, and at stop_at); cfg.resume=True
+    continues from the newest one and reproduces the uninterrupted run exactly (bit for bit on CPU).
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, data: Any, *, hooks: Any = None):
+        if not isinstance(cfg, TrainConfig):
+            raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+        mcfg = getattr(model, "config", None)
+        if not (hasattr(mcfg, "block_size") and hasattr(mcfg, "vocab_size")):
+            raise ValueError("model must have a .config with block_size and vocab_size (like minillm.GPT)")
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.policy = PrecisionPolicy(cfg.precision, self.device)
+        self.splits = _as_splits(data)
+        _check_vocab(self.splits, mcfg.vocab_size)
+        self.block_size = mcfg.block_size
+        val = self.splits.val
+        if val is None:
+            warnings.warn("the data has no validation split: history rows will carry no val_loss", stacklevel=2)
+        elif len(val) <= self.block_size:
+            raise ValueError(f"the validation split has {len(val)} tokens, too few for one window of "
+                             f"block_size+1={self.block_size + 1}: use more data or a larger validation split")
+        self.model = model.to(self.device)  # the plain module: its state_dict is what checkpoints hold
+        self._forward = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = build_optimizer(self.model, cfg, self.device)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.loader = RandomLoader(self.splits.train, cfg.batch_size, self.block_size, seed=cfg.seed,
+                                   device=self.device)
+        self.hooks = normalize_hooks(hooks)
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * self.block_size
+        fpt = getattr(self.model, "flops_per_token", None)
+        self._peak = peak_flops(self.device)
+        self._flops_per_token = fpt() if callable(fpt) and self._peak else None
+        self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+
+        self.step = 0  # optimizer steps done
+        self.skipped = 0  # steps dropped for a non-finite loss
+        self.history: list[dict] = []
+        self.elapsed_s = 0.0  # wall time spent in fit() so far (carried over on resume)
+        # Accumulators for the row being built: summed on the device, read at log steps.
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_count = 0  # finite steps in _loss_sum
+        self._interval_steps = 0  # steps (finite or not) since the last row, for throughput
+        self._last_lr = 0.0
+        self._last_norm = torch.zeros((), device=self.device)
+        self._writer: HistoryWriter | None = None
+
+        if cfg.resume:
+            self._resume()
+        else:
+            if self.out_dir is not None and list_checkpoints(self.out_dir):
+                raise ValueError(f"out_dir {self.out_dir} already holds checkpoints of an earlier run (newest: "
+                                 f"{latest_checkpoint(self.out_dir)}): set resume=True to continue it, or use a "
+                                 f"new out_dir (or delete the old one) to start afresh")
+            seed_everything(cfg.seed)  # dropout and any other global randomness start from cfg.seed
+
+    # ------------------------------------------------------------------------------------------ one step
+    def _train_step(self) -> None:
+        cfg, opt = self.cfg, self.optimizer
+        lr = lr_at(self.step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        step_loss = torch.zeros((), device=self.device)
+        for _ in range(cfg.grad_accum_steps):
+            x, y = next(self.loader)  # (B, T) each
+            with self.policy.autocast():
+                _, loss = self._forward(x, y)
+            step_loss += loss.detach().float()
+            # Dividing by the number of micro-batches makes the summed gradients those of the mean loss
+            # over the whole effective batch, as if it had been one big batch.
+            self.policy.backward(loss / cfg.grad_accum_steps)
+        step_loss /= cfg.grad_accum_steps
+        self.policy.unscale_(opt)  # fp16: clip and log the true gradients, not the scaled ones
+        norm = clip_grad_norm_(self._params, cfg.grad_clip)
+        # The one sync per step: the optimizer must not step on a NaN/inf loss (it would poison every weight).
+        # With fp16 the GradScaler already skips steps whose gradients overflowed, so only the loss is checked.
+        check = step_loss if self.policy.scaler is not None else step_loss + norm
+        if bool(torch.isfinite(check)):
+            self.policy.step(opt)
+            self._loss_sum += step_loss
+            self._loss_count += 1
+        else:
+            opt.zero_grad(set_to_none=True)
+            if cfg.on_nan == "raise":
+                raise RuntimeError(
+                    f"non-finite loss at step {self.step + 1} (loss={step_loss.item()}, grad norm={norm.item()}): "
+                    f"training diverged. Lower TrainConfig.lr, keep grad_clip on (e.g. 1.0), or use "
+                    f"precision='fp32'; on_nan='skip' drops such steps instead. No checkpoint was written for it.")
+            self.policy.skip(opt)
+            self.skipped += 1
+        opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self._interval_steps += 1
+        self._last_lr, self._last_norm = lr, norm
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def fit(self, stop_at: int | None = None) -> list[dict]:
+        """Train until step `stop_at` (default cfg.max_steps); returns the history rows."""
+        cfg = self.cfg
+        end = cfg.max_steps if stop_at is None else stop_at
+        if isinstance(end, bool) or not isinstance(end, int) or not 0 < end <= cfg.max_steps:
+            raise ValueError(f"stop_at={stop_at!r} must be an int in [1, max_steps={cfg.max_steps}]")
+        if self.step >= end:
+            return self.history
+        if self.out_dir is not None:
+            self._writer = HistoryWriter(self.out_dir / "history.jsonl", self.history)
+            print(f"minillm Trainer: history -> {self.out_dir / 'history.jsonl'}, "
+                  f"checkpoints -> {self.out_dir / 'ckpt'}")
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train", unit="step")
+        self.model.train()
+        fit_start = time.perf_counter() - self.elapsed_s
+        interval_start = time.perf_counter()
+        try:
+            while self.step < end:
+                self._train_step()
+                bar.update(1)
+                step, last = self.step, self.step == cfg.max_steps
+                do_eval = self.splits.val is not None and (
+                    last or (cfg.eval_interval > 0 and step % cfg.eval_interval == 0))
+                logged = step % cfg.log_interval == 0 or last or do_eval
+                if logged:
+                    row = self._make_row(time.perf_counter() - interval_start)
+                    row["elapsed_s"] = self.elapsed_s = time.perf_counter() - fit_start
+                    if do_eval:
+                        row["val_loss"] = self.evaluate()
+                    self._record(row, evaluated=do_eval)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+                if self.out_dir is not None and (
+                        last or step == end or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0)):
+                    self.elapsed_s = time.perf_counter() - fit_start
+                    self.save()
+                if logged:  # evaluation, hooks and saving do not count toward the next row's throughput
+                    interval_start = time.perf_counter()
+        finally:
+            self.elapsed_s = time.perf_counter() - fit_start
+            bar.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        return self.history
+
+    def _make_row(self, interval_s: float) -> dict:
+        """Close the current interval: mean loss, throughput, and reset the accumulators."""
+        loss = (self._loss_sum / self._loss_count).item() if self._loss_count else math.nan
+        tok_per_s = self._interval_steps * self.tokens_per_step / max(interval_s, 1e-9)
+        row = {"step": self.step, "tokens": self.step * self.tokens_per_step, "loss": loss, "lr": self._last_lr,
+               "grad_norm": self._last_norm.item(), "tok_per_s": tok_per_s, "skipped": self.skipped}
+        if self._peak is not None:
+            row["mfu"] = mfu(self._flops_per_token, tok_per_s, self._peak)
+        self._loss_sum.zero_()
+        self._loss_count = self._interval_steps = 0
+        return row
+
+    def _record(self, row: dict, evaluated: bool) -> None:
+        self.history.append(row)
+        if self._writer is not None:
+            self._writer.write(row)
+        for hook in self.hooks["on_step"]:
+            hook(self, row)
+        if evaluated:
+            for hook in self.hooks["on_eval"]:
+                hook(self, row)
+
+    # ------------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, batches: int | None = None) -> float:
+        """Mean loss over `batches` (default cfg.eval_batches) validation batches.
+
+        The batches come from a generator seeded with cfg.seed every call, so every evaluation of a run (and of
+        runs with the same seed) scores the very same windows: differences between evals are the model's.
+        """
+        if self.splits.val is None:
+            raise ValueError("no validation split to evaluate on: pass data with held-out tokens")
+        n = self.cfg.eval_batches if batches is None else batches
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        was_training = self.model.training
+        self.model.eval()  # dropout off
+        total = torch.zeros((), device=self.device)
+        try:
+            for _ in range(n):
+                x, y = get_batch(self.splits.val, self.cfg.batch_size, self.block_size, self.device, generator)
+                with self.policy.autocast():
+                    _, loss = self._forward(x, y)
+                total += loss.float()
+        finally:
+            self.model.train(was_training)
+        return (total / n).item()
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Checkpoint everything needed to resume (default: OUT_DIR/ckpt/step_NNNNNNNN, keeping only the newest)."""
+        if path is None and self.out_dir is None:
+            raise ValueError("Trainer.save() needs a path, or TrainConfig.out_dir to save under")
+        target = Path(path) if path is not None else checkpoint_path(self.out_dir, self.step)
+        extra = {"history": self.history, "skipped": self.skipped, "elapsed_s": self.elapsed_s,
+                 "loss_sum": self._loss_sum.detach().cpu(), "loss_count": self._loss_count,
+                 "interval_steps": self._interval_steps, "precision": self.policy.state_dict()}
+        save_checkpoint(target, self.model, self.optimizer, self.step, loader_state=self.loader.state_dict(),
+                        config=self.cfg, extra=extra)
+        if path is None:  # the new checkpoint is complete on disk, so this run's older ones can go
+            for old in list_checkpoints(self.out_dir):
+                if old != target and old.parent == target.parent:
+                    shutil.rmtree(old)
+        return target
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"resume=True but there is no checkpoint under {self.out_dir / 'ckpt'}: "
+                                    f"set resume=False to start a new run")
+        state = load_checkpoint_state(ckpt)
+        self.step = load_checkpoint(ckpt, self.model, self.optimizer, restore_rng=True)
+        self.loader.load_state_dict(state["loader_state"])
+        extra = state["extra"]
+        self.history = list(extra["history"])
+        self.skipped, self.elapsed_s = extra["skipped"], extra["elapsed_s"]
+        self._loss_sum = extra["loss_sum"].to(self.device)
+        self._loss_count, self._interval_steps = extra["loss_count"], extra["interval_steps"]
+        self.policy.load_state_dict(extra["precision"])
