@@ -26,11 +26,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+from minillm.io import atomic_write_text
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -145,24 +145,6 @@ def generate(src: Path) -> dict[str, str]:
     return {p.name: render(student_notebook(_read(p), name=str(p))) for p in _sources(src)}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path`` (never half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file private (0600); give it the mode a normal write would (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build(src: Path | str = "labs/solutions", out: Path | str = "labs") -> list[Path]:
     """Write the student notebooks into ``out``; return the paths written (unchanged files are left alone)."""
     src, out = Path(src), Path(out)
@@ -172,7 +154,7 @@ def build(src: Path | str = "labs/solutions", out: Path | str = "labs") -> list[
     for name, text in notebooks.items():
         path = out / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            _atomic_write(path, text)
+            atomic_write_text(path, text)
             written.append(path)
     return written
 

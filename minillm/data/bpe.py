@@ -28,17 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from minillm.data.tokenizer import (
-    Tokenizer,
+from minillm.data.special_tokens import (
     as_id_array,
-    atomic_write_text,
     check_no_surrogates,
     check_special_tokens,
-    read_json,
     sha256_of,
     special_token_pattern,
     split_on_special_tokens,
 )
+from minillm.data.tokenizer import Tokenizer
+from minillm.io import atomic_write_text, read_json
 
 # GPT-2's pre-tokenizer: contractions, optional-space + letters, optional-space + digits, optional-space +
 # other symbols, whitespace not followed by a non-space (so " word" keeps its space), remaining whitespace.

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from minillm.data.bpe import pretokenize
-from minillm.data.tokenizer import (
+from minillm.data.special_tokens import (
     check_no_surrogates,
     check_special_tokens,
     check_vocab_size,

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from minillm.data.shards import write_shard
+from minillm.io import atomic_write_text, replace_dir
 
 DOCS_PER_BATCH = 1024  # documents handed to the tokenizer at once (encode_batch runs them in parallel)
 
@@ -102,36 +103,6 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ValueError(f"out_dir {out_dir} already exists and is not empty: pass overwrite=True to replace it")
     if not out_dir.parent.is_dir():
         raise FileNotFoundError(f"cannot create {out_dir}: its parent {out_dir.parent} does not exist")
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished temp dir to out_dir; an old out_dir is moved aside first, deleted last."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-        os.replace(out_dir, old / "data")  # never delete the old data before the new is in place
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:  # put the old data back where it was
-            os.replace(old / "data", out_dir)
-            old.rmdir()
-        raise
-    _fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def prepare(
@@ -212,12 +183,8 @@ def prepare(
             "val_docs": n_docs["val"],
             "empty_docs_skipped": n_empty,
         }
-        with open(tmp / "meta.json", "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        _move_into_place(tmp, out_dir)
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+        replace_dir(tmp, out_dir)  # an old out_dir is moved aside first and deleted only once the new one is in
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

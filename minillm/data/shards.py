@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+
+from minillm.io import atomic_write  # shared with the other writers; still importable from here
 
 MAGIC = b"MINILLM\0"
 VERSION = 1
@@ -104,29 +105,6 @@ def _check_hash(tokenizer_hash: str) -> bytes:
             f"(a sha256 hex digest is 64), got {len(raw)}"
         )
     return raw
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call write(f) on a temporary file next to `path`, then move it into place.
-
-    The temp file lives in the same directory so os.replace is a rename within one filesystem, which
-    POSIX makes atomic: a reader sees either the old file or the complete new one, never a prefix.
-    fsync before the rename so that a power cut cannot leave the new name pointing at unwritten data.
-    On any error (including KeyboardInterrupt) the temp file is removed and the error re-raised.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_shard(

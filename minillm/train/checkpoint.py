@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..device import rng_state, set_rng_state
+from ..io import atomic_write, atomic_write_text, fsync_dir, replace_dir
 
 FORMAT = "minillm-checkpoint-1"
 WEIGHTS, STATE, META = "model.safetensors", "state.pt", "meta.json"
@@ -54,24 +55,13 @@ def _minillm_version() -> str:
         return str(getattr(sys.modules.get("minillm"), "__version__", "unknown"))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
 
 def _save_torch(obj: Any, path: Path) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _encode_rng(state: dict) -> dict:
@@ -150,20 +140,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt", "minillm_aliases": json.dumps(aliases)})
         _fsync_file(tmp / WEIGHTS)
         _save_torch(state, tmp / STATE)
-        with open(tmp / META, "w") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        if path.exists():
-            # A directory cannot be renamed over a non-empty one: move the old one aside first, then drop it.
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, old / "ckpt")
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write_text(tmp / META, json.dumps(meta, indent=1))
+        fsync_dir(tmp)
+        replace_dir(tmp, path)  # an existing checkpoint at `path` is swapped out only now
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

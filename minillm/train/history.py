@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_write_text
+
 HOOK_NAMES = ("on_step", "on_eval")
 Hook = Callable[[Any, dict], None]
 
@@ -112,13 +114,8 @@ class HistoryWriter:
         """Start the file afresh with `rows` (a resumed run rewrites the rows up to its checkpoint)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w") as f:  # atomic rewrite, so a crash here cannot lose the previous log
-            for row in rows or []:
-                f.write(json.dumps(_jsonable(row)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        # Atomic rewrite, so a crash here cannot lose the previous log.
+        atomic_write_text(self.path, "".join(json.dumps(_jsonable(row)) + "\n" for row in rows or []))
         self._file = open(self.path, "a")
 
     def write(self, row: dict) -> None:
