@@ -142,9 +142,9 @@ class TrainConfig(_Config):
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | linear | constant (after warmup)
     decay_frac: float = 0.2  # wsd: fraction of max_steps spent in the final decay
     weight_decay: float = 0.1  # decoupled weight decay on matrices (not on norms, biases, embeddings)
-    beta1: float = 0.9
+    beta1: float = 0.9  # Adam momentum: decay rate of the running mean of gradients
     beta2: float = 0.95  # 0.95 as GPT-3/Llama: reacts faster to gradient-scale changes than 0.999
-    eps: float = 1e-8
+    eps: float = 1e-8  # Adam denominator epsilon: keeps updates finite when the second moment is ~0
     grad_clip: float | None = 1.0  # max global grad norm; None disables clipping (the norm is still recorded)
     optimizer: str = "adamw"  # adamw (minillm's own, readable) | torch_adamw (torch, fused on CUDA)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with GradScaler)

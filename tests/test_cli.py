@@ -1,0 +1,52 @@
+"""The command line: prepare -> train -> generate end to end, help text, and clear errors."""
+import dataclasses
+import json
+
+import pytest
+
+from minillm.__main__ import build_parser, field_comments, main
+from minillm.config import ModelConfig, TrainConfig
+
+
+def test_every_config_field_is_documented_in_help():
+    for cls in (ModelConfig, TrainConfig):
+        comments = field_comments(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if not comments.get(f.name)]
+        assert not missing, f"{cls.__name__} fields without a comment: {missing}"
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    text = sub.format_help()
+    for name in ("--n_layer", "--lr", "--schedule", "--rope_theta", "--on_nan"):
+        assert name in text
+    assert "warmup-stable-decay" in text  # the field comment is the help
+
+
+def test_prepare_train_generate_end_to_end(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", "--source", "arithmetic", "--n_docs", "400", "--out", "data"]) == 0
+    meta = json.loads((tmp_path / "data" / "meta.json").read_text())
+    assert meta["vocab_size"] > 10
+    assert main(["train", "--data", "data", "--preset", "tiny", "--size", "ci", "--out", "run", "--max_steps", "6",
+                 "--n_layer", "1", "--progress", "false", "--eval_interval", "3", "--block_size", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints and history.jsonl go to run/" in out
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["n_layer"] == 1 and saved["train"]["max_steps"] == 6
+    rows = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6
+    assert main(["generate", "--run", "run", "--prompt", "12+", "--max_new_tokens", "5", "--temperature", "0"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("12+") and len(text.rstrip("\n")) >= 4
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["prepare", "--source", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "d")]) == 2
+    assert "neither a synthetic corpus" in capsys.readouterr().err
+    assert main(["generate", "--run", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_bad_override_is_rejected(tmp_path):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--data", "d", "--out", "o", "--n_layer", "four"])
