@@ -12,7 +12,7 @@ from .data.loader import DataSplits, RandomLoader, SequentialLoader, get_batch
 from .data.prepare import PreparedData, prepare
 from .data.shards import check_compatible, read_header, read_shard, write_shard
 from .data.sources import load_hf_dataset, read_jsonl, read_text_files
-from .data.synthetic import corpus, entropy_per_token
+from .data.synthetic import CORPORA, Corpus, FactWorld, corpus, entropy_per_token
 from .data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from .device import resolve_device, seed_everything
 from .generate import generate, sample_next
