@@ -1,0 +1,203 @@
+"""End to end: a reader opens chapter 00 in JupyterLab, runs it, and moves the temperature slider.
+
+This is what nbval cannot check: that the widgets render in a real browser and that the kernel answers
+them. Two notebooks go through the same steps:
+- `widget_demo`, a tiny notebook built here, proves the browser machinery whenever Chromium is present;
+- `chapter00`, chapters/00_welcome.ipynb, the first thing every reader sees.
+Both are copied into the server's temporary root, so a run (or an autosave) never touches the repo.
+On failure a screenshot and the page's errors land in the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHAPTER00 = REPO_ROOT / "chapters" / "00_welcome.ipynb"
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+LOAD_TIMEOUT_MS = 120_000  # page, kernel start
+START_TIMEOUT_MS = 60_000  # from the Run All click to the first cell running
+# Run All Cells: the demo takes seconds; the chapter at the ci size gets nbval's per-cell bound.
+RUN_TIMEOUT_MS = {"widget_demo": 120_000, "chapter00": 600_000}
+SAMPLE_TIMEOUT_MS = 60_000  # new sample text after the slider moved
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (CI: .ci/run installs it with apt-get)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -r requirements.txt)")
+
+# Text of every output in the notebook, minus the sliders' own labels and readouts: what the reader
+# reads as "the sample". Text areas keep their text in .value, not in the DOM, so add it.
+SAMPLE_TEXT_JS = """() => {
+  const parts = [];
+  for (const out of document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')) {
+    const clone = out.cloneNode(true);
+    clone.querySelectorAll('.widget-slider').forEach(e => e.remove());
+    parts.push(clone.textContent);
+    out.querySelectorAll('textarea').forEach(t => parts.push(t.value));
+  }
+  return parts.join('\\n');
+}"""
+# Run All finished: every code cell has a number in its prompt ("[7]:"; "[*]:" is still running).
+ALL_CELLS_RAN_JS = """() => {
+  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
+  return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+}"""
+# Run All started: some code cell is running ("[*]:") or has run.
+RUN_STARTED_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]
+  .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
+ERRORS_JS = """() => [...document.querySelectorAll(
+  '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], .jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'
+)].map(e => e.textContent.slice(0, 2000))"""
+
+
+def widget_demo_notebook() -> nbformat.NotebookNode:
+    """A notebook shaped like chapter 00's sampling cell: a temperature slider and a sample Output."""
+    demo = (
+        "import ipywidgets as widgets\n"
+        "temperature = widgets.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.1, description='temperature')\n"
+        "sample = widgets.Output()\n"
+        "def show(change=None):\n"
+        "    sample.clear_output(wait=True)\n"
+        "    with sample:\n"
+        "        print(f'sampled at T={temperature.value:.1f}: ' + 'ab' * int(10 * temperature.value))\n"
+        "temperature.observe(show, names='value')\n"
+        "show()\n"
+        "display(widgets.VBox([temperature, sample]))"
+    )
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Widget demo"),
+        nbformat.v4.new_code_cell("import os\nSIZE = os.environ['MINILLM_SIZE']", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(demo),
+    ]
+    return nb
+
+
+def place_notebook(case: str, root: Path) -> str:
+    """Put the case's notebook under the server root; return its path relative to the root."""
+    if case == "widget_demo":
+        nbformat.write(widget_demo_notebook(), root / "widget_demo.ipynb")
+        return "widget_demo.ipynb"
+    if not CHAPTER00.is_file():
+        pytest.skip(f"{CHAPTER00.relative_to(REPO_ROOT)} does not exist yet")
+    (root / "chapters").mkdir(exist_ok=True)
+    shutil.copy(CHAPTER00, root / "chapters" / CHAPTER00.name)
+    # The chapter runs with chapters/ as its working directory, as in the repo: let ../bench etc. resolve.
+    for entry in REPO_ROOT.iterdir():
+        if not entry.name.startswith(".") and entry.name != "chapters" and not (root / entry.name).exists():
+            (root / entry.name).symlink_to(entry)
+    return f"chapters/{CHAPTER00.name}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def start_kernel(server, rel: str) -> None:
+    """Start the notebook's Python kernel through the REST API before the page opens it.
+
+    Left to the page, JupyterLab picks the kernel itself and, when its list of kernels arrives late
+    (a busy machine), asks in a "Select Kernel" dialog that blocks every click. With a session already
+    running for the path, the page simply connects to it."""
+    body = json.dumps({"path": rel, "type": "notebook", "name": "", "kernel": {"name": "python3"}}).encode()
+    req = urllib.request.Request(server.url("/api/sessions"), data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=LOAD_TIMEOUT_MS / 1000) as resp:
+        assert resp.status == 201, f"could not start a kernel for {rel}: HTTP {resp.status}"
+
+
+def accept_kernel_dialog(page, wait_ms: int = 3000) -> None:
+    """If JupyterLab still asks "Select Kernel" (its kernel list arrived late), accept its default choice."""
+    button = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+    try:
+        button.wait_for(state="visible", timeout=wait_ms)
+    except sync_api.TimeoutError:
+        return
+    button.click()
+    button.wait_for(state="hidden", timeout=LOAD_TIMEOUT_MS)
+
+
+def open_notebook(page, url: str) -> None:
+    page.goto(url)
+    accept_kernel_dialog(page)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
+                           timeout=LOAD_TIMEOUT_MS)
+    accept_kernel_dialog(page, wait_ms=500)
+
+
+def run_all_cells(page, timeout_ms: int) -> None:
+    """Run > Run All Cells, as a reader would, then wait until every code cell has run."""
+    page.locator(".jp-Notebook .jp-Cell").first.click()  # make this notebook the current widget
+    page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-item:not(.lm-mod-hidden):not(.lm-mod-disabled) .lm-Menu-itemLabel").filter(
+        has_text=re.compile(r"^Run All Cells$")).click()
+    try:  # fail in a minute, not after the whole run timeout, when the click did not start anything
+        page.wait_for_function(RUN_STARTED_JS, timeout=START_TIMEOUT_MS, polling=250)
+    except sync_api.TimeoutError:
+        raise AssertionError("Run > Run All Cells started no cell (a dialog in the way? see the screenshot)") from None
+    page.wait_for_function(ALL_CELLS_RAN_JS, timeout=timeout_ms, polling=500)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms)
+
+
+def move_temperature(page, presses: int = 3) -> tuple[str, str]:
+    """Nudge the slider described "temperature" with the keyboard; return its readout before and after."""
+    slider = page.locator(".widget-slider").filter(
+        has=page.locator(".widget-label", has_text=re.compile("temperature", re.I))).first
+    slider.wait_for(state="visible", timeout=LOAD_TIMEOUT_MS)
+    readout = slider.locator(".widget-readout")
+    before = readout.inner_text()
+    handle = slider.locator(".noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    for _ in range(presses):
+        handle.press("ArrowRight")
+    return before, readout.inner_text()
+
+
+@pytest.mark.parametrize("case", ["widget_demo", "chapter00"])
+def test_temperature_slider_changes_sample(case: str, lab_server, browser, tmp_path: Path) -> None:
+    rel = place_notebook(case, lab_server.root)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    try:
+        start_kernel(lab_server, rel)
+        # a workspace of its own per case, reset: tabs left open by an earlier case are not restored
+        open_notebook(page, lab_server.url(f"/lab/workspaces/{case}/tree/{rel}?reset"))
+        run_all_cells(page, RUN_TIMEOUT_MS[case])
+        sample_before = page.evaluate(SAMPLE_TEXT_JS)
+        readout_before, readout_after = move_temperature(page)
+        assert readout_after != readout_before, f"the slider did not move (readout stayed {readout_before})"
+        page.wait_for_function(f"(before) => ({SAMPLE_TEXT_JS})() !== before", arg=sample_before,
+                               timeout=SAMPLE_TIMEOUT_MS, polling=250)
+        assert page.evaluate(SAMPLE_TEXT_JS) != sample_before
+    except Exception as exc:
+        shot = tmp_path / f"{case}-failure.png"
+        page.screenshot(path=str(shot), full_page=True)
+        errors = "\n".join(page.evaluate(ERRORS_JS))
+        raise AssertionError(
+            f"{case}: {exc}\nscreenshot: {shot}\nerrors in the notebook:\n{errors or '(none)'}\n"
+            f"browser console (last 20):\n" + "\n".join(console[-20:]) +
+            f"\nserver log (tail):\n{lab_server.log_tail(2000)}"
+        ) from exc
+    finally:
+        context.close()
