@@ -14,12 +14,7 @@ bench/results/bpe_speed.jsonl.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import random
-import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -27,6 +22,7 @@ from pathlib import Path
 from minillm.data.bpe import ByteBPE
 from minillm.data.bpe_train import train_bpe
 from minillm.data.tokenizer import BPETokenizer
+from minillm.provenance import append_jsonl, provenance
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bpe_speed.jsonl"
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -85,12 +81,9 @@ def main() -> None:
     paragraphs = text.split("\n\n")
     _, hf_batch_s = timed(lambda: hf.encode_batch(paragraphs))
 
-    record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()},
-        "versions": {"python": platform.python_version(), "torch": version("torch"),
-                     "tokenizers": version("tokenizers"), "regex": version("regex")},
+    record = provenance()
+    record["versions"].update(tokenizers=version("tokenizers"), regex=version("regex"))
+    record |= {
         "text_source": source,
         "text_bytes": n_bytes,
         "vocab_size": args.vocab_size,
@@ -104,11 +97,7 @@ def main() -> None:
         "train_ratio_ours_over_hf": round(ours_train_s / hf_train_s, 2),
         "encode_ratio_ours_over_hf": round(ours_encode_s / hf_encode_s, 2),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a", encoding="utf-8") as f:  # one line per run, appended and flushed to disk
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(RESULTS, record)
 
     print(f"BPE {mb:.2f} MB -> vocab {args.vocab_size}: train ours {ours_train_s:.2f} s vs HF {hf_train_s:.2f} s "
           f"({record['train_ratio_ours_over_hf']}x); encode ours {mb / ours_encode_s:.2f} MB/s vs HF "

@@ -11,18 +11,14 @@ to bench/results/story_floor.jsonl.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-import minillm
 from minillm import CharTokenizer, DataSplits, GPT, ModelConfig, TrainConfig, Trainer
 from minillm.data.synthetic import corpus
+from minillm.provenance import append_jsonl, provenance
 
 SIZES = {  # name: (n_layer, n_head, n_embd)
     "S": (2, 2, 64),
@@ -61,15 +57,9 @@ def main() -> None:
                          seconds=round(seconds, 1), val_loss=round(val, 4), gap=round(val - floor, 4)))
         print(f"  {name}: {model.num_params():>9,} params  {seconds:6.1f} s  val {val:.3f}  floor {floor:.3f}  "
               f"gap {val - floor:.3f}", flush=True)
-    record = dict(command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-                  date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  host=dict(platform=platform.platform(), cpu_count=torch.get_num_threads()),
-                  versions=dict(python=platform.python_version(), torch=torch.__version__, minillm=minillm.__version__),
-                  corpus=dict(name="story", n_docs=args.n_docs, seed=0, chars=len(text), floor_nats_per_char=floor),
+    record = provenance() | dict(corpus=dict(name="story", n_docs=args.n_docs, seed=0, chars=len(text), floor_nats_per_char=floor),
                   runs=runs)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(args.out, record)
     gaps = " > ".join(f"{r['name']} {r['gap']:.3f}" for r in runs)
     print(f"story_floor: floor {floor:.3f} nats/char; gap to floor {gaps}")
 

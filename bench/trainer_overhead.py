@@ -20,12 +20,7 @@ bench/results/trainer_overhead.jsonl.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +31,7 @@ import torch
 from minillm.config import ModelConfig, TrainConfig
 from minillm.data.loader import DataSplits, get_batch
 from minillm.model.transformer import GPT
+from minillm.provenance import append_jsonl, provenance
 from minillm.train.optim import param_groups
 from minillm.train.trainer import Trainer
 
@@ -117,22 +113,12 @@ def main() -> None:
         "pair_ratios": ratios, "trainer_own_adamw_tok_s": tok_s(ours_s),
         "bare_s": bare_s, "trainer_s": trainer_s, "trainer_own_adamw_s": ours_s,
     }
-    record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                 "torch_threads": torch.get_num_threads(), "loadavg_1m_after": os.getloadavg()[0]},
-        "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
-                     "numpy": np.__version__},
+    record = provenance() | {
         "config": {"model": MODEL, "n_params": n_params, "batch_size": args.batch_size, "steps": args.steps,
                    "rounds": args.rounds, "device": "cpu", "precision": "fp32"},
         "results": result,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_jsonl(RESULTS, record)
     print(f"trainer_overhead: {n_params / 1e6:.2f}M params, bare {result['bare_tok_s']:.0f} tok/s, Trainer "
           f"{result['trainer_tok_s']:.0f} tok/s, ratio {result['ratio']:.3f} (median of pairs "
           f"{result['ratio_median_of_pairs']:.3f}; goal >= 0.97); Trainer with minillm AdamW "

@@ -1,0 +1,48 @@
+"""Provenance of measured results: what ran, where, with which versions, and when.
+
+Survey §2.1 and §4.3 report numbers (losses, throughputs, fitted exponents) that only mean something with
+their setting attached. Every benchmark and sweep in this project appends JSON records built here, so a
+figure shipped in `bench/results/` always says the command, machine, versions and date that produced it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def provenance(argv: list[str] | None = None) -> dict[str, Any]:
+    """command, UTC date, host (platform, cores, torch threads, GPU name) and package versions."""
+    import numpy as np
+    import torch
+
+    from . import __version__
+
+    argv = sys.argv if argv is None else argv
+    host: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        host["gpu"] = torch.cuda.get_device_name()
+    if hasattr(os, "getloadavg"):
+        host["loadavg_1m"] = round(os.getloadavg()[0], 2)  # a busy machine explains a slow number
+    return {
+        "command": " ".join(["python", *argv]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": host,
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
+                     "minillm": __version__, "cuda": torch.version.cuda},
+    }
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it: earlier lines are never rewritten, so no result is ever lost."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
