@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from minillm.data.shards import PREPARE_HINT, read_shard
+from minillm.device import resolve_device
 
 Tokens = Any  # np.ndarray | np.memmap | torch.Tensor, 1-D
 
@@ -62,15 +63,6 @@ def _check_rank(rank: int, world_size: int) -> None:
         raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
     if not isinstance(rank, int) or not 0 <= rank < world_size:
         raise ValueError(f"rank must be an int in [0, world_size={world_size}), got {rank!r}")
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device={str(device)!r} was asked for but CUDA is not available on this machine: use device='cpu'"
-        )
-    return device
 
 
 def _random_starts(n_tokens: int, context_length: int, count: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -124,7 +116,7 @@ def get_batch(
     """
     tokens = _check_tokens(tokens)
     _check_sizes(len(tokens), batch_size, context_length)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     starts = _random_starts(len(tokens), context_length, batch_size, generator)
     return _gather_windows(tokens, starts, context_length, device)
 
@@ -154,7 +146,7 @@ class RandomLoader:
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.batch_size, self.context_length = batch_size, context_length
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.generator = torch.Generator().manual_seed(seed)
         self.step = 0  # batches produced so far
 
@@ -212,7 +204,7 @@ class SequentialLoader:
         _check_rank(rank, world_size)
         self.batch_size, self.context_length = batch_size, context_length
         self.rank, self.world_size = rank, world_size
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         n_windows = (len(self.tokens) - 1) // context_length
         self._len = n_windows // batch_size // world_size
         if self._len == 0:
