@@ -29,6 +29,8 @@ START_TIMEOUT_MS = 60_000  # from the Run All click to the first cell running
 # Run All Cells: the demo takes seconds; the chapter at the ci size gets nbval's per-cell bound.
 RUN_TIMEOUT_MS = {"widget_demo": 120_000, "chapter00": 600_000}
 SAMPLE_TIMEOUT_MS = 60_000  # new sample text after the slider moved
+# Selectors look only inside the notebook tab on screen: hidden tabs stay in the DOM.
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 pytestmark = [
     pytest.mark.e2e,
@@ -40,22 +42,22 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 # reads as "the sample". Text areas keep their text in .value, not in the DOM, so add it.
 SAMPLE_TEXT_JS = """() => {
   const parts = [];
-  for (const out of document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')) {
+  for (const out of document.querySelectorAll('PANEL .jp-Notebook .jp-OutputArea-output')) {
     const clone = out.cloneNode(true);
     clone.querySelectorAll('.widget-slider').forEach(e => e.remove());
     parts.push(clone.textContent);
     out.querySelectorAll('textarea').forEach(t => parts.push(t.value));
   }
   return parts.join('\\n');
-}"""
+}""".replace("PANEL", PANEL)
 # Run All finished: every code cell has a number in its prompt ("[7]:"; "[*]:" is still running).
 ALL_CELLS_RAN_JS = """() => {
-  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
+  const prompts = [...document.querySelectorAll('PANEL .jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
   return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
-}"""
+}""".replace("PANEL", PANEL)
 # Run All started: some code cell is running ("[*]:") or has run.
-RUN_STARTED_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]
-  .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))"""
+RUN_STARTED_JS = """() => [...document.querySelectorAll('PANEL .jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]
+  .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent))""".replace("PANEL", PANEL)
 ERRORS_JS = """() => [...document.querySelectorAll(
   '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"], .jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]'
 )].map(e => e.textContent.slice(0, 2000))"""
@@ -138,14 +140,15 @@ def accept_kernel_dialog(page, wait_ms: int = 3000) -> None:
 def open_notebook(page, url: str) -> None:
     page.goto(url)
     accept_kernel_dialog(page)
-    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
+    page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']",
                            timeout=LOAD_TIMEOUT_MS)
     accept_kernel_dialog(page, wait_ms=500)
 
 
 def run_all_cells(page, timeout_ms: int) -> None:
     """Run > Run All Cells, as a reader would, then wait until every code cell has run."""
-    page.locator(".jp-Notebook .jp-Cell").first.click()  # make this notebook the current widget
+    # Make this notebook the current widget: click the first cell's prompt area (never a link in its text).
+    page.locator(f"{PANEL} .jp-Notebook .jp-Cell .jp-InputArea-prompt").first.click()
     page.locator(".lm-MenuBar-itemLabel").filter(has_text=re.compile(r"^Run$")).click()
     page.locator(".lm-Menu-item:not(.lm-mod-hidden):not(.lm-mod-disabled) .lm-Menu-itemLabel").filter(
         has_text=re.compile(r"^Run All Cells$")).click()
@@ -154,12 +157,12 @@ def run_all_cells(page, timeout_ms: int) -> None:
     except sync_api.TimeoutError:
         raise AssertionError("Run > Run All Cells started no cell (a dialog in the way? see the screenshot)") from None
     page.wait_for_function(ALL_CELLS_RAN_JS, timeout=timeout_ms, polling=500)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms)
+    page.wait_for_selector(f"{PANEL} .jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_ms)
 
 
 def move_temperature(page, presses: int = 3) -> tuple[str, str]:
     """Nudge the slider described "temperature" with the keyboard; return its readout before and after."""
-    slider = page.locator(".widget-slider").filter(
+    slider = page.locator(f"{PANEL} .widget-slider").filter(
         has=page.locator(".widget-label", has_text=re.compile("temperature", re.I))).first
     slider.wait_for(state="visible", timeout=LOAD_TIMEOUT_MS)
     readout = slider.locator(".widget-readout")
