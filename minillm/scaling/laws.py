@@ -1,0 +1,188 @@
+"""Scaling laws as formulas, and the published fits carried as data (Survey §2.1, scaling laws).
+
+Survey §2.1 presents two families of laws that predict a language model's test loss (nats per token) from
+how much it is scaled:
+
+- **KM scaling law** (Kaplan et al. 2020, survey eq. (1)). Each resource alone, when the other two are not
+  the bottleneck, gives a pure power law: L(N) = (N_c/N)^α_N for N non-embedding parameters,
+  L(D) = (D_c/D)^α_D for D training tokens, L(C) = (C_c/C)^α_C for training compute C (compute-efficiently
+  spent). Kaplan also joins N and D into one law, L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D, which
+  tends to L(N) when data is unlimited and to L(D) when the model is unlimited.
+- **Chinchilla scaling law** (Hoffmann et al. 2022, survey eq. (2)): L(N, D) = E + A/N^α + B/D^β. E is the
+  irreducible loss (the entropy of text itself); the two other terms are what a finite model and a finite
+  dataset cost on top of it. Because E is explicit, this form can be minimised under a compute budget
+  (see `minillm.scaling.allocation`).
+
+Units, one convention for the whole package: N in parameters, D in tokens, C in FLOPs. Kaplan's compute
+constant is published in PF-days (1 PF-day = 10^15 FLOP/s x 86,400 s = 8.64e19 FLOPs); the functions below
+take FLOPs and convert, so no caller mixes units by accident.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+PF_DAY = 1e15 * 86_400  # FLOPs in one petaflop/s-day: Kaplan's unit of compute
+
+# The parameter names each functional form needs (PublishedFit.__post_init__ checks them).
+FORMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "km_n": ("alpha_N", "N_c"),  # L(N) = (N_c/N)^alpha_N
+    "km_d": ("alpha_D", "D_c"),  # L(D) = (D_c/D)^alpha_D
+    "km_cmin": ("alpha_C", "C_c_pf_days"),  # L(C_min) = (C_c/C_min)^alpha_C, C in PF-days
+    "km_nd": ("alpha_N", "alpha_D", "N_c", "D_c"),  # L(N, D) = [(N_c/N)^(aN/aD) + D_c/D]^aD
+    "km_allocation": ("N_e", "p_N", "D_e", "p_D"),  # N_opt = N_e C^p_N, D_opt = D_e C^p_D, C in PF-days
+    "chinchilla": ("E", "A", "B", "alpha", "beta"),  # L(N, D) = E + A/N^alpha + B/D^beta
+})
+
+KAPLAN_2020 = "Kaplan et al. 2020, 'Scaling Laws for Neural Language Models', arXiv:2001.08361"
+HOFFMANN_2022 = "Hoffmann et al. 2022, 'Training Compute-Optimal Large Language Models', arXiv:2203.15556"
+BESIROGLU_2024 = "Besiroglu et al. 2024, 'Chinchilla Scaling: A replication attempt', arXiv:2404.10102"
+
+
+@dataclass(frozen=True)
+class PublishedFit:
+    """One row of `PUBLISHED_FITS`: a law's constants exactly as a paper reports them."""
+
+    name: str  # key in PUBLISHED_FITS
+    form: str  # one of FORMS: which formula the params plug into
+    params: Mapping[str, float]  # the constants, named as in FORMS[form]
+    source: str  # citation: paper and where in it
+    units: str = "N: non-embedding parameters, D: tokens, L: nats/token"
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise ValueError(f"PublishedFit {self.name!r}: form={self.form!r} is unknown; choose one of {', '.join(FORMS)}")
+        need = set(FORMS[self.form])
+        if set(self.params) != need:
+            raise ValueError(f"PublishedFit {self.name!r}: form {self.form!r} needs params {sorted(need)}, got {sorted(self.params)}")
+        bad = {k: v for k, v in self.params.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
+        if bad:
+            raise ValueError(f"PublishedFit {self.name!r}: params must be positive finite numbers, got {bad}")
+        # Read-only view: a notebook that edits a published constant should make its own fit, not mutate this one.
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def law(self) -> "ChinchillaLaw":
+        """The Chinchilla-form law of this row (only for form='chinchilla')."""
+        if self.form != "chinchilla":
+            raise ValueError(f"{self.name!r} has form {self.form!r}; only 'chinchilla' rows give a ChinchillaLaw")
+        p = self.params
+        return ChinchillaLaw(E=p["E"], A=p["A"], B=p["B"], alpha=p["alpha"], beta=p["beta"])
+
+
+_ROWS = (
+    PublishedFit("kaplan2020_N", "km_n", {"alpha_N": 0.076, "N_c": 8.8e13},
+                 KAPLAN_2020 + ", eq. (1.1); survey eq. (1)",
+                 note="models trained to convergence (early-stopped) on enough data"),
+    PublishedFit("kaplan2020_D", "km_d", {"alpha_D": 0.095, "D_c": 5.4e13},
+                 KAPLAN_2020 + ", eq. (1.2); survey eq. (1)",
+                 note="large models trained on D tokens with early stopping"),
+    PublishedFit("kaplan2020_Cmin", "km_cmin", {"alpha_C": 0.050, "C_c_pf_days": 3.1e8},
+                 KAPLAN_2020 + ", eq. (1.3); survey eq. (1)",
+                 units="C_min: PF-days (1 PF-day = 8.64e19 FLOPs), L: nats/token",
+                 note="compute spent optimally (model size, batch, steps all chosen for the budget)"),
+    PublishedFit("kaplan2020_ND", "km_nd", {"alpha_N": 0.076, "alpha_D": 0.103, "N_c": 6.4e13, "D_c": 1.8e13},
+                 KAPLAN_2020 + ", eq. (1.5) with the joint fit of Table 2",
+                 note="the joint fit's alpha_D and D_c differ from the single-variable L(D) row; Kaplan fitted them separately"),
+    PublishedFit("kaplan2020_allocation", "km_allocation", {"N_e": 1.3e9, "p_N": 0.73, "D_e": 2e10, "p_D": 0.27},
+                 KAPLAN_2020 + ", Section 6.1 and Appendix A (compute-efficient frontier, C_min in PF-days)",
+                 units="C_min: PF-days; N_opt: non-embedding parameters; D_opt: tokens",
+                 note="N and D were fitted separately, so 6 N_opt D_opt is only roughly C"),
+    PublishedFit("hoffmann2022_approach3", "chinchilla", {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
+                 HOFFMANN_2022 + ", Section 3.3 (approach 3, parametric fit); survey eq. (2)"),
+    PublishedFit("besiroglu2024_refit", "chinchilla", {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658},
+                 BESIROGLU_2024 + " (refit of Hoffmann's approach 3 on data reconstructed from its Figure 4)",
+                 note="the replication finds Hoffmann's rounded approach-3 constants inconsistent with approaches 1 and 2"),
+)
+PUBLISHED_FITS: Mapping[str, PublishedFit] = MappingProxyType({row.name: row for row in _ROWS})
+
+
+def published_fit(name: str) -> PublishedFit:
+    """The row of `PUBLISHED_FITS` called `name`, with an error listing the names when it is unknown."""
+    if name not in PUBLISHED_FITS:
+        raise ValueError(f"no published fit named {name!r}; choose one of {', '.join(PUBLISHED_FITS)}")
+    return PUBLISHED_FITS[name]
+
+
+def check_positive(name: str, x) -> np.ndarray:
+    """`x` as a float array, or a ValueError naming the first entry that is not a positive finite number."""
+    arr = np.asarray(x, dtype=np.float64)
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise ValueError(f"{name} must be positive and finite; entry {i} is {float(arr.ravel()[i])!r}")
+    return arr
+
+
+def _params(fit: str | PublishedFit, form: str) -> Mapping[str, float]:
+    row = published_fit(fit) if isinstance(fit, str) else fit
+    if row.form != form:
+        raise ValueError(f"fit {row.name!r} has form {row.form!r}, but this law needs form {form!r}")
+    return row.params
+
+
+def km_loss_n(N, fit: str | PublishedFit = "kaplan2020_N"):
+    """Kaplan's L(N) = (N_c/N)^α_N: loss of an N-parameter model (non-embedding) given ample data."""
+    p = _params(fit, "km_n")
+    return (p["N_c"] / check_positive("N", N)) ** p["alpha_N"]
+
+
+def km_loss_d(D, fit: str | PublishedFit = "kaplan2020_D"):
+    """Kaplan's L(D) = (D_c/D)^α_D: loss of a large model trained (early-stopped) on D tokens."""
+    p = _params(fit, "km_d")
+    return (p["D_c"] / check_positive("D", D)) ** p["alpha_D"]
+
+
+def km_loss_c(C, fit: str | PublishedFit = "kaplan2020_Cmin"):
+    """Kaplan's L(C_min) = (C_c/C_min)^α_C, with C in FLOPs (converted to the paper's PF-days inside)."""
+    p = _params(fit, "km_cmin")
+    c_pf_days = check_positive("C", C) / PF_DAY
+    return (p["C_c_pf_days"] / c_pf_days) ** p["alpha_C"]
+
+
+def km_loss(N, D, fit: str | PublishedFit = "kaplan2020_ND"):
+    """Kaplan's joint L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D (eq. 1.5): the data term adds to the model term
+    inside the bracket, so a model is data-starved once D_c/D is comparable to (N_c/N)^(α_N/α_D)."""
+    p = _params(fit, "km_nd")
+    N, D = check_positive("N", N), check_positive("D", D)
+    return ((p["N_c"] / N) ** (p["alpha_N"] / p["alpha_D"]) + p["D_c"] / D) ** p["alpha_D"]
+
+
+@dataclass(frozen=True)
+class ChinchillaLaw:
+    """L(N, D) = E + A/N^α + B/D^β (Hoffmann et al. 2022). Allocation formulas are in `allocation.py`."""
+
+    E: float  # irreducible loss (nats/token): the entropy of the text, reached only as N, D -> infinity
+    A: float  # scale of the finite-model penalty
+    B: float  # scale of the finite-data penalty
+    alpha: float  # how fast the model penalty falls with N
+    beta: float  # how fast the data penalty falls with D
+
+    def __post_init__(self) -> None:
+        for name in ("E", "A", "B", "alpha", "beta"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float, np.floating)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{type(self).__name__}.{name}={v!r} must be a non-negative finite number")
+        if self.alpha + self.beta <= 0:
+            raise ValueError("alpha + beta must be positive: with both zero the loss does not depend on N or D")
+
+    def predict(self, N, D):
+        """Predicted loss for N parameters trained on D tokens (broadcasts over arrays)."""
+        N, D = check_positive("N", N), check_positive("D", D)
+        return self.E + self.A / N**self.alpha + self.B / D**self.beta
+
+    def allocation(self, C):
+        """Compute-optimal (N_opt, D_opt) for C FLOPs under C = 6ND (closed form, see `allocation.py`)."""
+        from .allocation import chinchilla_allocation  # local import: allocation.py imports this module
+
+        return chinchilla_allocation(C, self)
+
+    def tokens_per_param(self, C):
+        """D_opt / N_opt at compute C: Chinchilla's famous ~20 is this number at its own budget."""
+        n, d = self.allocation(C)
+        return d / n
