@@ -337,3 +337,11 @@ def test_law_and_bootstrap_errors():
 
     with pytest.raises(RuntimeError, match=r"bootstrap replicate 0 \(seed=0\) failed to fit: repeated run"):
         bootstrap({"N": N, "D": D, "L": L}, fussy, n=2, seed=0)
+
+
+def test_as_runs_reads_sweep_rows_with_ragged_fields():
+    from minillm.scaling import as_runs
+    rows = [dict(run_id=f"r{i}", n_params=1e4 * (i + 1), tokens=1e6, val_loss=1.0 + 0.1 * i,
+                 curve=[[1, 2.0]] * (i + 1), provenance={"host": "x"}) for i in range(3)]
+    t = as_runs(rows)
+    assert list(t.N) == [1e4, 2e4, 3e4] and list(t.L) == [1.0, 1.1, 1.2]

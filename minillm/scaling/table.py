@@ -82,7 +82,10 @@ def _columns(runs) -> dict[str, np.ndarray]:
                 missing, extra = sorted(keys - set(r)), sorted(set(r) - keys)
                 raise ValueError(f"run {i} has different keys from run 0 (missing {missing}, extra {extra}); "
                                  "every row must have the same columns")
-        return {k: np.asarray([r[k] for r in runs]) for k in keys}
+        # numeric columns only: sweep rows also carry ragged fields (loss curves, provenance) no fit reads
+        numeric = (int, float, np.number)
+        return {k: np.asarray([r[k] for r in runs], dtype=float) for k in keys
+                if all(isinstance(r[k], numeric) and not isinstance(r[k], bool) for r in runs)}
     raise ValueError(f"cannot read a run table from {type(runs).__name__}; pass a list of dicts, a dict of "
                      "columns, a DataFrame, or the arrays N=, D=, L=")
 
