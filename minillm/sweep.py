@@ -218,6 +218,17 @@ def default_sweep(size: str | None = None) -> SweepConfig:
                        min_steps=200, eval_batches=50)
 
 
+def live_sweep(size: str | None = None) -> SweepConfig:
+    """The sweep a reader runs inside chapter 01: minutes at most. ci: the 3 tiny runs of default_sweep("ci").
+    laptop: the shipped sweep's two smallest budgets (same runs, ~2 min), so the reader's points land on the
+    shipped ones. gpu: the whole shipped laptop design, which a GPU runs in minutes."""
+    size = size or size_profile()
+    if size == "laptop":
+        shipped = default_sweep("laptop")
+        return dataclasses.replace(shipped, budgets=sorted(shipped.budgets)[:2])
+    return default_sweep("ci" if size == "ci" else "laptop")
+
+
 # --------------------------------------------------------------------------------------------- planning
 
 

@@ -171,3 +171,12 @@ def test_shipped_laptop_sweep_matches_the_laptop_profile():
     rows = load_sweep(shipped)
     assert sorted(r["run_id"] for r in rows) == sorted(s.run_id for s in plan(default_sweep("laptop")))
     assert len({r["budget"] for r in rows}) >= 4 and len(rows) >= 30
+
+
+def test_live_sweep_is_small_and_a_subset_of_the_shipped_design():
+    from minillm.sweep import default_sweep, live_sweep, plan
+    shipped_ids = {s.run_id for s in plan(default_sweep("laptop"))}
+    live = plan(live_sweep("laptop"))
+    assert 0 < len(live) < len(shipped_ids) / 2
+    assert {s.run_id for s in live} <= shipped_ids  # the reader's runs repeat shipped ones
+    assert len(plan(live_sweep("ci"))) == len(plan(default_sweep("ci")))
