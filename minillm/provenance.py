@@ -22,7 +22,9 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
 
     from . import __version__
 
-    argv = sys.argv if argv is None else argv
+    argv = list(sys.argv if argv is None else argv)
+    if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "minillm":
+        argv[0:1] = ["-m", "minillm"]  # `python -m minillm ...` puts the module's file path in argv[0]
     host: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
                             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
