@@ -61,7 +61,7 @@ ROW_FIELDS = ("run_id", "mode", "n_layer", "n_embd", "n_head", "n_params", "n_pa
 # --------------------------------------------------------------------------------------------- model shapes
 
 
-def _shape_counts(shape: Shape, vocab_size: int, block_size: int) -> tuple[int, int, int]:
+def shape_counts(shape: Shape, vocab_size: int, block_size: int) -> tuple[int, int, int]:
     """(non-embedding N, total params, training FLOPs per token) of a GPT shape, counted by the model itself.
 
     The model is built on the "meta" device: parameters have shapes but no storage, so this is instant
@@ -286,7 +286,7 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
     """The runs of a sweep, in execution order (by budget, then N). Pure: trains nothing."""
     vocab = _vocab_size(cfg)
     tps = cfg.tokens_per_step
-    counts = {s: _shape_counts(s, vocab, cfg.block_size) for s in cfg.shapes}
+    counts = {s: shape_counts(s, vocab, cfg.block_size) for s in cfg.shapes}
     shapes = sorted(cfg.shapes, key=lambda s: counts[s][0])
     jobs: list[tuple[Shape, int, float | None]] = []
     if cfg.mode == "isoflop":
@@ -318,7 +318,7 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
 # --------------------------------------------------------------------------------------------- running
 
 
-def _prepare_data(cfg: SweepConfig):
+def prepare_data(cfg: SweepConfig):
     """Char tokens of the corpus, split once for all runs, and its exact entropy floor per token."""
     from .data.loader import DataSplits
     from .data.tokenizer import CharTokenizer
@@ -368,7 +368,7 @@ def run_sweep(cfg: SweepConfig, out_path: str | os.PathLike, progress: bool = Tr
               f"{len(todo)} to train now", flush=True)
     splits = vocab = floor = None
     if todo:
-        splits, vocab, floor = _prepare_data(cfg)
+        splits, vocab, floor = prepare_data(cfg)
     for i, spec in enumerate(todo, 1):
         history, seconds = _train_one(cfg, spec, splits, vocab)
         last = history[-1]

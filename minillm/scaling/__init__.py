@@ -5,6 +5,8 @@
 - `table`: reading a table of runs (list of dicts, dict of columns, DataFrame, arrays) with validation.
 - `fits`: Hoffmann et al.'s three approaches: training-curve envelope, IsoFLOP parabolas, parametric fit.
 - `predictable`: GPT-4-style loss prediction from small runs, and bootstrap confidence intervals.
+- `studies`: data far past 20 tokens/param; `knowledge`: bits of facts stored per parameter.
+- `plots`, `study_plots`: chapter 01's figures and widget (matplotlib imported only when drawing).
 
 Units throughout: N in (non-embedding) parameters, D in tokens, C in FLOPs, loss in nats/token.
 """
@@ -32,6 +34,8 @@ from .laws import (
     published_fit,
 )
 from .predictable import BootstrapResult, PowerLawFit, ScalingPrediction, bootstrap, fit_power_law, predict_largest
+from .knowledge import knowledge_bits, knowledge_capacity, model_scorer
+from .studies import data_scaling_curve, improvement_per_decade
 from .table import RunTable, as_runs
 
 __all__ = [
@@ -41,5 +45,6 @@ __all__ = [
     "PF_DAY", "PUBLISHED_FITS", "ChinchillaLaw", "PublishedFit", "km_loss", "km_loss_c", "km_loss_d", "km_loss_n",
     "published_fit",
     "BootstrapResult", "PowerLawFit", "ScalingPrediction", "bootstrap", "fit_power_law", "predict_largest",
+    "knowledge_bits", "knowledge_capacity", "model_scorer", "data_scaling_curve", "improvement_per_decade",
     "RunTable", "as_runs",
 ]
