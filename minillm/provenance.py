@@ -48,3 +48,27 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def latest_records(path: str | os.PathLike, key: str, make_hint: str) -> dict[str, dict[str, Any]]:
+    """The last record of each `key` value in an append-only JSONL results file (earlier ones are history).
+
+    Every record must be a JSON object with `key` and "rows". A missing file raises FileNotFoundError whose
+    message ends with `make_hint` (how to get or make the results); a malformed line raises ValueError with
+    its line number."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no shipped results at {p}. They come with the git checkout of minillm "
+                                f"(bench/results/); clone it and install editable (`make lab`), or {make_hint}")
+    out: dict[str, dict[str, Any]] = {}
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}:{i} is not valid JSON ({e.msg}); the file is append-only JSONL") from None
+        if not isinstance(rec, dict) or not {key, "rows"} <= rec.keys():
+            raise ValueError(f"{p}:{i} has no {key!r} and 'rows' fields: not a record of this file")
+        out[rec[key]] = rec
+    return out

@@ -57,6 +57,59 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str],
 # --------------------------------------------------------------------------------------------- loss curves
 
 
+def show_figure(output: Any, fig: Any) -> None:
+    """Draw `fig` inside an ipywidgets Output, replacing what it showed, then close it so that the notebook does
+    not show it a second time below the cell. Every slider widget of the chapters redraws through this."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    output.clear_output(wait=True)  # wait: replace the old plot without flicker
+    with output:
+        display(fig)
+    plt.close(fig)
+
+
+class SliderPanel:
+    """Base of the chapters' slider widgets: the controls and a summary line on the left, the figure on the
+    right. Moving one control redraws; `_set` moves several at once and the subclass redraws once.
+
+    A subclass calls `_build(controls)` at the end of its __init__ and implements `_render() -> dict`, which
+    draws a figure, hands it to `_show`, sets `self.summary.value` and returns the numbers (`self.result`).
+    """
+
+    def _build(self, controls: dict) -> None:
+        import ipywidgets as widgets
+
+        self.controls = controls
+        self.output, self.summary = widgets.Output(), widgets.HTML()
+        self.widget = widgets.HBox([widgets.VBox([*controls.values(), self.summary]), self.output])
+        self.result: dict = {}
+        self.figure = None
+        self._syncing = False  # True while _set moves controls: observers must not redraw once per control
+        for control in controls.values():
+            control.observe(self._on_change, names="value")
+        self._render()
+
+    def _set(self, values: dict) -> None:
+        self._syncing = True
+        try:
+            for name, value in values.items():
+                self.controls[name].value = value
+        finally:
+            self._syncing = False
+
+    def _show(self, fig: Any) -> None:
+        show_figure(self.output, fig)
+        self.figure = fig
+
+    def _on_change(self, change: dict) -> None:
+        if not self._syncing:
+            self._render()
+
+    def _render(self) -> dict:  # pragma: no cover - every subclass draws its own figure
+        raise NotImplementedError
+
+
 def plot_loss(history: Sequence[dict], floor: float | None = None, ax: Any = None, label: str | None = None,
               x: str = "step"):
     """Training loss (and validation loss where present) against steps or tokens; returns the Figure.

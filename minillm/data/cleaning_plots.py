@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..viz import SliderPanel
 from .clean import precision_recall
 
 SCORES = ("precision", "recall", "f1")
@@ -138,7 +139,7 @@ def _share(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.0%}"
 
 
-class FilterExplorer:
+class FilterExplorer(SliderPanel):
     """A perplexity threshold and a language to play with, on a `PipelineResult`.
 
     Pages shown and scored: fresh pages (not a duplicate, not an other-language page, by the crawl's labels)
@@ -185,14 +186,7 @@ class FilterExplorer:
                 style={"description_width": "110px"}, layout=widgets.Layout(width="420px")),
             "language": widgets.ToggleButtons(options=list(self.pages), value=language, description="language"),
         }
-        self.output, self.summary = widgets.Output(), widgets.HTML()
-        self.widget = widgets.HBox([widgets.VBox([*self.controls.values(), self.summary]), self.output])
-        self.result: dict[str, Any] = {}
-        self.figure = None
-        self._syncing = False
-        for c in self.controls.values():
-            c.observe(self._on_change, names="value")
-        self._render()
+        self._build(self.controls)
 
     @property
     def threshold_range(self) -> tuple[float, float]:
@@ -214,14 +208,10 @@ class FilterExplorer:
                                  f"[{lo:.3g}, {hi:.3g}] (from half the lowest to 10x the highest score)")
         if language is not None and max_perplexity is None:
             max_perplexity = self.pipeline_thresholds[language]
-        self._syncing = True  # one redraw for both controls
-        try:
-            if language is not None:
-                self.controls["language"].value = language
-            if max_perplexity is not None:
-                self.controls["max_perplexity"].value = float(max_perplexity)
-        finally:
-            self._syncing = False
+        values = {} if language is None else {"language": language}
+        if max_perplexity is not None:
+            values["max_perplexity"] = float(max_perplexity)
+        self._set(values)  # one redraw for both controls
         return self._render()
 
     def scores_for(self, language: str, threshold: float) -> dict[str, Any]:
@@ -237,7 +227,6 @@ class FilterExplorer:
 
     def _render(self) -> dict[str, Any]:
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         language, threshold = self.controls["language"].value, float(self.controls["max_perplexity"].value)
         res = self.scores_for(language, threshold)
@@ -259,20 +248,12 @@ class FilterExplorer:
         self.summary.value = (f"drop perplexity &gt; {threshold:.3g}: precision {res['precision']:.2f}, "
                               f"recall {res['recall']:.2f}, F1 {res['f1']:.2f}; clean pages dropped: formal "
                               f"{_share(res['dropped_formal'])}, informal {_share(res['dropped_informal'])}")
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(fig)
-        plt.close(fig)  # shown once, inside the Output
-        self.figure = fig
+        self._show(fig)
         return self.result
 
     def _on_change(self, change: dict) -> None:
         if self._syncing:
             return
         if change["owner"] is self.controls["language"]:  # a new language: start from the pipeline's cut
-            self._syncing = True
-            try:
-                self.controls["max_perplexity"].value = self.pipeline_thresholds[change["new"]]
-            finally:
-                self._syncing = False
+            self._set({"max_perplexity": self.pipeline_thresholds[change["new"]]})
         self._render()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..viz import SliderPanel
 from .clean import precision_recall
 from .dedup import (NearDedupConfig, cluster_signatures, estimate_jaccard, jaccard, minhash_signatures, permutations,
                     s_curve, shingle_hashes)
@@ -107,7 +108,7 @@ def _divisors(n: int) -> list[int]:
     return [b for b in range(1, n + 1) if n % b == 0]
 
 
-class LSHExplorer:
+class LSHExplorer(SliderPanel):
     """Threshold and bands of MinHash-LSH on `texts` whose true duplicates are known.
 
     duplicate_of[i] is the index of the document i copies, -1 for none (as `Crawl.labels()` gives, re-indexed
@@ -145,14 +146,7 @@ class LSHExplorer:
             "bands": widgets.Dropdown(options=_divisors(self.num_perm), value=bands, description="bands b",
                                       style=common["style"]),
         }
-        self.output, self.summary = widgets.Output(), widgets.HTML()
-        self.widget = widgets.HBox([widgets.VBox([*self.controls.values(), self.summary]), self.output])
-        self.result: dict[str, Any] = {}
-        self.figure = None
-        self._syncing = False
-        for c in self.controls.values():
-            c.observe(self._on_change, names="value")
-        self._render()
+        self._build(self.controls)
 
     def update(self, threshold: float | None = None, bands: int | None = None) -> dict[str, Any]:
         """Set the Jaccard threshold and/or the number of bands, redraw, and return precision and recall of
@@ -168,19 +162,14 @@ class LSHExplorer:
             if bands < 1 or self.num_perm % bands:
                 raise ValueError(f"bands={bands} must divide num_perm={self.num_perm} (bands * rows = num_perm); "
                                  f"choose from {_divisors(self.num_perm)}")
-        self._syncing = True  # one redraw for both controls
-        try:
-            if threshold is not None:
-                self.controls["threshold"].value = float(threshold)
-            if bands is not None:
-                self.controls["bands"].value = int(bands)
-        finally:
-            self._syncing = False
+        values = {} if threshold is None else {"threshold": float(threshold)}
+        if bands is not None:
+            values["bands"] = int(bands)
+        self._set(values)  # one redraw for both controls
         return self._render()
 
     def _render(self) -> dict[str, Any]:
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         threshold, b = float(self.controls["threshold"].value), int(self.controls["bands"].value)
         r = self.num_perm // b
@@ -207,13 +196,5 @@ class LSHExplorer:
         fig.tight_layout()
         self.summary.value = (f"{res.n_candidates} candidate pairs, {res.n_removed} documents removed: "
                               f"precision {pr['precision']:.2f}, recall {pr['recall']:.2f}")
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(fig)
-        plt.close(fig)
-        self.figure = fig
+        self._show(fig)
         return self.result
-
-    def _on_change(self, change: dict) -> None:
-        if not self._syncing:
-            self._render()

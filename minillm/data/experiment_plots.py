@@ -11,13 +11,13 @@ matplotlib and ipywidgets are imported inside the functions: importing minillm s
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..viz import SliderPanel
 from .mixture import MixingLaw, fit_mixing_law
 
 EXPERIMENTS_FILE = ("bench", "results", "data_experiments.jsonl")  # relative to the repository root
@@ -25,23 +25,10 @@ EXPERIMENTS_FILE = ("bench", "results", "data_experiments.jsonl")  # relative to
 
 def shipped_experiments(path: str | Path | None = None) -> dict[str, dict]:
     """The latest shipped record of each experiment ("duplication", "mixture", "raw_vs_clean")."""
+    from ..provenance import latest_records
+
     p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*EXPERIMENTS_FILE)
-    if not p.is_file():
-        raise FileNotFoundError(f"no shipped experiment records at {p}. They come with the git checkout of minillm "
-                                f"(bench/results/); clone it and install editable (`make lab`), or make your own "
-                                f"with `python bench/data_experiments.py --out {p.name}`")
-    out: dict[str, dict] = {}
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{i} is not valid JSON ({e.msg}); the file is append-only JSONL") from None
-        if not isinstance(rec, dict) or not {"experiment", "rows"} <= rec.keys():
-            raise ValueError(f"{p}:{i} has no 'experiment' and 'rows' fields: not a data-experiment record")
-        out[rec["experiment"]] = rec
-    return out
+    return latest_records(p, "experiment", f"make your own with `python bench/data_experiments.py --out {p.name}`")
 
 
 def plot_duplication(live_rows: Sequence[Mapping], shipped_rows: Sequence[Mapping] = ()):
@@ -82,7 +69,7 @@ def plot_raw_vs_clean(results: Sequence[tuple[str, Mapping]]):
     return fig
 
 
-class MixtureExplorer:
+class MixtureExplorer(SliderPanel):
     """Sliders for domain weights (normalised to sum 1); predicted excess loss per domain from mixing laws
     fitted to `rows` (a mixture sweep), next to the excess loss measured at the nearest trained mixture."""
 
@@ -99,14 +86,7 @@ class MixtureExplorer:
         common = dict(min=0.0, max=1.0, step=0.05, continuous_update=False, layout=widgets.Layout(width="320px"))
         self.controls = {d: widgets.FloatSlider(value=1 / len(self.domains), description=d, **common)
                          for d in self.domains}
-        self.output, self.summary = widgets.Output(), widgets.HTML()
-        self.widget = widgets.HBox([widgets.VBox([*self.controls.values(), self.summary]), self.output])
-        self.result: dict[str, Any] = {}
-        self.figure = None
-        self._syncing = False
-        for c in self.controls.values():
-            c.observe(self._on_change, names="value")
-        self._render()
+        self._build(self.controls)
 
     def weights(self) -> np.ndarray:
         w = np.array([float(self.controls[d].value) for d in self.domains])
@@ -122,17 +102,11 @@ class MixtureExplorer:
         bad = {k: v for k, v in weights.items() if not (isinstance(v, (int, float)) and 0 <= v <= 1)}
         if bad:
             raise ValueError(f"weights {bad} must be numbers in [0, 1]")
-        self._syncing = True
-        try:
-            for k, v in weights.items():
-                self.controls[k].value = v
-        finally:
-            self._syncing = False
+        self._set(weights)
         return self._render()
 
     def _render(self) -> dict[str, Any]:
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         w = self.weights()
         predicted = {d: float(self.laws[d].predict(w)[0]) for d in self.domains}
@@ -152,13 +126,5 @@ class MixtureExplorer:
                        "nearest_weights": dict(nearest)}
         self.summary.value = ("predicted excess: " + ", ".join(f"{d} {v:.3f}" for d, v in predicted.items())
                               + "<br>nearest trained mixture: " + ", ".join(f"{d} {v:.2f}" for d, v in nearest.items()))
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(fig)
-        plt.close(fig)
-        self.figure = fig
+        self._show(fig)
         return self.result
-
-    def _on_change(self, change: dict) -> None:
-        if not self._syncing:
-            self._render()

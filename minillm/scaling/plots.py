@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..viz import show_figure
 from .allocation import NAMED_BUDGETS, chinchilla_allocation, km_allocation
 from .fits import ChinchillaFit, fit_chinchilla, group_budgets
 from .laws import ChinchillaLaw, km_loss_c, km_loss_n, published_fit
@@ -292,7 +293,6 @@ class LawExplorer:
 
     def _render(self) -> dict[str, float]:
         import matplotlib.pyplot as plt
-        from IPython.display import display
 
         law, C = self.law(), 10.0 ** self.controls["log10_C"].value
         chosen = self.controls["allocation"].value
@@ -323,10 +323,7 @@ class LawExplorer:
         self.result = {"C": C, "n_opt": n_opt, "d_opt": d_opt, "tokens_per_param": d_opt / n_opt, "loss": loss}
         self.summary.value = (f"<b>{chosen}</b> at C = {C:.3g} FLOPs: N = {n_opt:.3g}, D = {d_opt:.3g}, "
                               f"D/N = {d_opt / n_opt:.3g} tokens per parameter, predicted loss {loss:.3f}")
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(fig)
-        plt.close(fig)  # shown once, inside the Output; not again below the cell
+        show_figure(self.output, fig)
         self.figure = fig
         return self.result
 

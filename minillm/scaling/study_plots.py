@@ -10,7 +10,6 @@ matplotlib is imported inside the functions, as in `plots.py`.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,25 +36,12 @@ TRAINED_MODELS = (
 def shipped_studies(path: str | Path | None = None) -> dict[str, dict]:
     """The latest shipped record of each study, by name ("data_scaling", "knowledge_capacity").
 
-    Each record is {"study", "summary", "rows", "provenance"} as bench/scaling_studies.jsonl appends them; a
+    Each record is {"study", "summary", "rows", "provenance"} as bench/scaling_studies.py appends them; a
     later record of the same study replaces an earlier one (the file keeps the history)."""
+    from ..provenance import latest_records
+
     p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
-    if not p.is_file():
-        raise FileNotFoundError(f"no shipped study records at {p}. They come with the git checkout of minillm "
-                                f"(bench/results/); clone it and install editable (`make lab`), or make your own "
-                                f"with `python bench/scaling_studies.py --out {p.name}`")
-    out: dict[str, dict] = {}
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{i} is not valid JSON ({e.msg}); the file is append-only JSONL") from None
-        if not isinstance(rec, dict) or not {"study", "rows"} <= rec.keys():
-            raise ValueError(f"{p}:{i} has no 'study' and 'rows' fields: not a scaling-study record")
-        out[rec["study"]] = rec
-    return out
+    return latest_records(p, "study", f"make your own with `python bench/scaling_studies.py --out {p.name}`")
 
 
 def _rows_of(rows: Sequence[Mapping], schedule: str) -> tuple[np.ndarray, np.ndarray]:

@@ -93,14 +93,6 @@ def test_classifier_bad_input():
         QualityClassifier().fit(["a", "b"], [1, 0]).predict(["a"], threshold=2)
 
 
-@pytest.fixture(scope="module")
-def crawl():
-    mod = pytest.importorskip("minillm.data.crawl")
-    if not hasattr(mod, "generate_crawl"):
-        pytest.skip("minillm.data.crawl has no generate_crawl yet")
-    return mod.generate_crawl(300, seed=0)
-
-
 def test_crawl_classifier_trained_on_half_generalizes(crawl):
     texts = [p.text for p in crawl.pages]
     clean = np.array([p.quality == "clean" for p in crawl.pages])

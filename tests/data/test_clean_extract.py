@@ -92,14 +92,6 @@ def test_a_very_long_single_line_is_fast():
     assert out == words.strip()
 
 
-@pytest.fixture(scope="module")
-def crawl():
-    mod = pytest.importorskip("minillm.data.crawl")
-    if not hasattr(mod, "generate_crawl"):
-        pytest.skip("minillm.data.crawl has no generate_crawl yet")
-    return mod.generate_crawl(300, seed=0)
-
-
 def test_crawl_pages_extract_to_their_ground_truth_text(crawl):
     exact = [extract_text(p.html) == p.text for p in crawl.pages]
     rate = sum(exact) / len(exact)

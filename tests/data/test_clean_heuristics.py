@@ -160,14 +160,6 @@ def test_keyword_filter():
         keyword_filter(["a"], max_hits=-1)
 
 
-@pytest.fixture(scope="module")
-def crawl():
-    mod = pytest.importorskip("minillm.data.crawl")
-    if not hasattr(mod, "generate_crawl"):
-        pytest.skip("minillm.data.crawl has no generate_crawl yet")
-    return mod.generate_crawl(300, seed=0)
-
-
 def test_crawl_heuristic_and_keyword_filters(crawl):
     from minillm.data.clean import precision_recall
 

@@ -109,14 +109,6 @@ def test_empty_and_unicode_documents_are_scored():
     assert len(lid.predict(["", "😀", "cafe\u0301", "x" * 200_000])) == 4
 
 
-@pytest.fixture(scope="module")
-def crawl():
-    mod = pytest.importorskip("minillm.data.crawl")
-    if not hasattr(mod, "generate_crawl"):
-        pytest.skip("minillm.data.crawl has no generate_crawl yet")
-    return mod.generate_crawl(300, seed=0)
-
-
 def test_crawl_scripts_and_languages(crawl):
     pages = [p for p in crawl.pages if p.quality == "clean"]
     assert np.mean([script_of(p.text) == p.script for p in pages]) >= 0.98

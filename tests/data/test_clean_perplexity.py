@@ -107,14 +107,6 @@ def test_perplexity_filter_single_and_per_language():
         perplexity_filter(["x"], lm_en, 0.5)
 
 
-@pytest.fixture(scope="module")
-def crawl():
-    mod = pytest.importorskip("minillm.data.crawl")
-    if not hasattr(mod, "generate_crawl"):
-        pytest.skip("minillm.data.crawl has no generate_crawl yet")
-    return mod.generate_crawl(300, seed=0)
-
-
 def test_crawl_junk_is_more_perplexing_than_clean_pages(crawl):
     from minillm.data.clean import roc_auc
 

@@ -9,33 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from ..clean._common import check_text, check_texts  # noqa: F401  (re-exported: one definition)
+
 UNITS = ("word", "char")
-
-
-def check_texts(texts: Any, name: str = "texts") -> list[str]:
-    """A non-empty list of str documents (any iterable of str is accepted and copied into a list)."""
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{name} must be a list of str documents, not a single {type(texts).__name__}; "
-                        f"wrap one document in a list: [{name}]")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"{name} must be a list of str documents, got {type(texts).__name__}") from None
-    if not texts:
-        raise ValueError(f"{name} is empty: pass at least one document")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            hint = "; decode bytes first with .decode('utf-8')" if isinstance(t, (bytes, bytearray)) else ""
-            raise TypeError(f"{name}[{i}] is {type(t).__name__}, not str{hint}")
-    return texts
-
-
-def check_text(text: Any, name: str = "text") -> str:
-    """One str document."""
-    if not isinstance(text, str):
-        hint = "; decode bytes first with .decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""
-        raise TypeError(f"{name} must be str, got {type(text).__name__}{hint}")
-    return text
 
 
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
