@@ -17,7 +17,10 @@ from .data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokeniz
 from .device import resolve_device, seed_everything
 from .generate import generate, sample_next
 from .model.attention import KVCache, causal_mask, prefix_mask, scaled_dot_product_attention
+from .model.calculator import arch_stats
+from .model.encdec import EncoderDecoder, span_corruption, split_prefix_batch
 from .model.layers import cross_entropy, gelu, geglu, layer_norm, relu, rmsnorm, silu, softmax, swiglu
+from .model.moe import MoE, load_balancing_loss, router_z_loss, top_k_routing
 from .model.position import alibi_bias, apply_rope, sinusoidal_embedding
 from .model.transformer import GPT
 from .presets import by_size, model_preset, size_profile, train_preset

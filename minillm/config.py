@@ -84,6 +84,11 @@ class ModelConfig(_Config):
     sliding_window: int | None = None  # if set, each query sees at most this many previous tokens
     init_std: float = 0.02  # std of the normal init; residual projections are scaled by 1/sqrt(2*n_layer)
     kernels: str = "torch"  # torch | triton (fused kernels, CUDA only)
+    n_expert: int = 0  # mixture-of-experts: experts per MLP layer; 0 = dense MLP (Survey §4.2.1)
+    expert_top_k: int = 2  # experts each token is routed to (Switch: 1, GShard/Mixtral: 2)
+    capacity_factor: float | None = 1.25  # slots per expert = ceil(factor * tokens * k / E); None = never drop
+    moe_aux_weight: float = 0.01  # weight of the Switch/GShard load-balancing loss added to the LM loss
+    moe_z_weight: float = 0.001  # weight of the ST-MoE router z-loss (keeps router logits small)
 
     def __post_init__(self) -> None:
         n = "ModelConfig"
@@ -123,6 +128,21 @@ class ModelConfig(_Config):
         _positive(n, "init_std", self.init_std)
         if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
             raise ValueError(f"{n}.sliding_window={self.sliding_window!r} must be None or a positive integer")
+        self._check_moe()
+
+    def _check_moe(self) -> None:
+        n = "ModelConfig"
+        if not isinstance(self.n_expert, int) or isinstance(self.n_expert, bool) or self.n_expert < 0:
+            raise ValueError(f"{n}.n_expert={self.n_expert!r} must be a non-negative integer (0 = dense MLP)")
+        k = self.expert_top_k
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1 or (self.n_expert > 0 and k > self.n_expert):
+            upper = f"n_expert={self.n_expert}" if self.n_expert > 0 else "n_expert"
+            raise ValueError(f"{n}.expert_top_k={k!r} must be an integer in [1, {upper}]: "
+                             f"each token is routed to that many distinct experts")
+        if self.capacity_factor is not None:
+            _positive(n, "capacity_factor", self.capacity_factor)
+        _positive(n, "moe_aux_weight", self.moe_aux_weight, allow_zero=True)
+        _positive(n, "moe_z_weight", self.moe_z_weight, allow_zero=True)
 
     @property
     def head_dim(self) -> int:

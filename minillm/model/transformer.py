@@ -3,7 +3,8 @@
 Survey §4.2.1 (mainstream architectures: the causal decoder of the GPT series, the prefix decoder of
 U-PaLM/GLM) and §4.2.2 (configuration). One class, switched by `ModelConfig`: GPT-2 is
 `norm=layernorm, activation=gelu, position=learned`; a Llama-style model is
-`norm=rmsnorm, activation=swiglu, position=rope, bias=False, n_kv_head<n_head`.
+`norm=rmsnorm, activation=swiglu, position=rope, bias=False, n_kv_head<n_head`. With `n_expert > 0`
+every MLP becomes a mixture of experts (Survey §4.2.1, `moe.py`) and the router losses join the LM loss.
 
 The model knows nothing of devices, precision or distribution: the Trainer and `minillm.train.parallel`
 apply those from outside (as torchtitan keeps model and parallelism apart).
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from .attention import Attention, AttentionFn, KVCache
 from .layers import MLP, make_norm
+from .moe import MoE
 from .position import rope_angles, sinusoidal_embedding
 
 
@@ -41,7 +43,7 @@ class Block(nn.Module):
         if self.position == "sandwich":
             self.norm1_out, self.norm2_out = make_norm(cfg), make_norm(cfg)
         self.attn = Attention(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = MoE(cfg) if cfg.n_expert > 0 else MLP(cfg)  # same interface: (B, T, C) -> (B, T, C)
 
     def forward(self, x: torch.Tensor, **attn_kwargs) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
         if self.position == "pre":
@@ -74,6 +76,7 @@ class GPT(nn.Module):
             # weight tying (Press & Wolf 2017): input and output embeddings share one (V, C) matrix
             self.lm_head.weight = self.tok_emb.weight
         self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self._aux_term: torch.Tensor | None = None  # weighted MoE router losses of the last forward
         self.apply(self._init_weights)
         self._init_residual_projections()
 
@@ -91,10 +94,11 @@ class GPT(nn.Module):
         cfg = self.config
         deepnorm_beta = (8 * cfg.n_layer) ** -0.25 if cfg.norm == "deepnorm" else None
         for block in self.blocks:
-            for lin in (block.attn.wo, block.mlp.w2):
+            mlps = list(block.mlp.experts) if isinstance(block.mlp, MoE) else [block.mlp]  # each expert is an MLP
+            for lin in (block.attn.wo, *(m.w2 for m in mlps)):
                 nn.init.normal_(lin.weight, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
             if deepnorm_beta is not None:
-                for lin in (block.attn.wv, block.attn.wo, block.mlp.w1, block.mlp.w2, block.mlp.w3):
+                for lin in (block.attn.wv, block.attn.wo, *(w for m in mlps for w in (m.w1, m.w2, m.w3))):
                     if lin is not None:
                         nn.init.xavier_normal_(lin.weight, gain=deepnorm_beta)
 
@@ -116,6 +120,8 @@ class GPT(nn.Module):
 
         targets (B, T): next-token ids, -100 where no loss is wanted. prefix_len: length of the
         bidirectional prefix (attention_mask='prefix'). cache: a KVCache for incremental decoding.
+        With MoE layers the loss includes moe_aux_weight * aux + moe_z_weight * z summed over layers
+        (`last_aux_loss`); subtract it for the pure LM loss.
         """
         cfg = self.config
         B, T = idx.shape
@@ -147,7 +153,23 @@ class GPT(nn.Module):
                 loss = self.loss_fn(logits, targets)
             else:
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        if cfg.n_expert > 0:
+            aux = sum(cfg.moe_aux_weight * b.mlp.aux_loss + cfg.moe_z_weight * b.mlp.z_loss for b in self.blocks)
+            self._aux_term = aux.detach()
+            if loss is not None:
+                loss = loss + aux  # the router learns balance (and small logits) from these terms only
         return logits, loss
+
+    # --- mixture of experts ---------------------------------------------------------------------------------
+    @property
+    def last_aux_loss(self) -> float:
+        """The weighted router losses the last forward added to the loss (0.0 for a dense model)."""
+        return 0.0 if self._aux_term is None else float(self._aux_term)
+
+    def moe_stats(self) -> list[dict]:
+        """One dict per MoE layer from the last forward: "load" (E,), "dropped", "aux_loss", "z_loss"
+        (see `MoE.stats`); [] for a dense model."""
+        return [b.mlp.stats() for b in self.blocks if isinstance(b.mlp, MoE)]
 
     # --- accounting ---------------------------------------------------------------------------------------
     def num_params(self, non_embedding: bool = True) -> int:
@@ -160,13 +182,23 @@ class GPT(nn.Module):
                 n -= self.pos_emb.weight.numel()
         return n
 
+    def num_active_params(self, non_embedding: bool = True) -> int:
+        """Parameters one token actually uses: as num_params, but each MoE layer counts its router and
+        only top_k of its experts (Mixtral 8x7B: 47B parameters, 13B active). Equals num_params if dense."""
+        n = self.num_params(non_embedding)
+        for block in self.blocks:
+            if isinstance(block.mlp, MoE):
+                n -= (block.mlp.n_expert - block.mlp.top_k) * block.mlp.expert_params()
+        return n
+
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token (forward + backward = 3x forward), as in PaLM's appendix / nanoGPT:
-        6 N_matmul + 12 L H Q T, with N_matmul the weights used in matmuls (non-embedding + output layer),
-        L layers, H heads, Q head dim and T the context (the attention score and value products)."""
+        6 N_matmul + 12 L H Q T, with N_matmul the weights used in matmuls (non-embedding + output layer;
+        for MoE only the active ones: router and top_k experts), L layers, H heads, Q head dim and T the
+        context (the attention score and value products)."""
         cfg = self.config
         T = cfg.block_size if seq_len is None else seq_len
-        n_matmul = self.num_params(non_embedding=True)
+        n_matmul = self.num_active_params(non_embedding=True)
         if cfg.tie_embeddings:  # the output projection reuses the embedding matrix but is still a matmul
             n_matmul += self.lm_head.weight.numel()
         return 6 * n_matmul + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * T
