@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The builds the README promises: the pinned CPU wheel and CUDA wheels of the same release.
 SUPPORTED_TORCH = ["2.13.0", "2.13.0+cpu", "2.13.0+cu128", "2.13.0+cu126"]
 
-Reqs = dict[str, str]  # canonical package name -> specifier, e.g. {"torch": ">=2.4"}
+Reqs = dict[str, str]  # canonical package name -> specifier, e.g. {"torch": ">=2.5"}
 
 
 def as_reqs(lines: list[str], source: str) -> Reqs:

@@ -136,8 +136,6 @@ class Attention(nn.Module):
         offset = cache.pos if cache is not None else 0
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, offset + T, D)
-        n_rep = self.n_head // self.n_kv_head
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, Tk, D)
         y = self._attend(q, k, v, offset, prefix_len)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.wo(y))
@@ -156,8 +154,16 @@ class Attention(nn.Module):
         return causal_mask(T, T_k, offset, device=device)
 
     def _attend(self, q, k, v, offset: int, prefix_len) -> torch.Tensor:
+        """q (B, H, T, D), k and v (B, Hkv, Tk, D) -> (B, H, T, D)."""
         T, T_k = q.size(2), k.size(2)
         mask = self._mask(T, T_k, offset, prefix_len, q.device)
+        n_rep = self.n_head // self.n_kv_head
+        # GQA/MQA: SDPA reads each shared K/V head for its group of query heads (enable_gqa), so the smaller
+        # cache is never copied up to full size; the teaching paths repeat K/V explicitly instead.
+        gqa = n_rep > 1
+        if self.attn_fn is not None or self.cfg.attn_impl == "math":
+            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, Tk, D)
+            gqa = False
         if self.attn_fn is not None:
             full = mask if mask is not None else torch.ones(T, T_k, dtype=torch.bool, device=q.device)
             return self.attn_fn(q, k, v, full)
@@ -174,9 +180,9 @@ class Attention(nn.Module):
         if bias is None and mask is not None and mask.dim() == 2 and offset == 0 and T == T_k \
                 and self.cfg.attention_mask == "causal" and self.cfg.sliding_window is None:
             # the plain causal case: let SDPA pick its fused causal kernel (FlashAttention on CUDA)
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
         if bias is not None:  # fold the boolean mask into the additive bias
             attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         else:
             attn_mask = mask
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, enable_gqa=gqa)
