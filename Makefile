@@ -46,7 +46,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "No python3.11 or python3 on PATH. Install Python 3.11, or run: make PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "minillm needs Python >= 3.10 but $(PYTHON) is " + sys.version.split()[0] + ". Install python3.11, or run: make PYTHON=/path/to/python3.11")'
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@# torch first: the build chosen here (CPU or CUDA) then satisfies requirements.txt's torch>=2.4 as is.
+	@# torch first: the build chosen here (CPU or CUDA) then satisfies requirements.txt's torch>=2.5 as is.
 	$(VENV)/bin/python -m pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(VENV)/bin/python -m pip install -r requirements.txt
 	$(VENV)/bin/python -m pip install --no-deps -e .
