@@ -134,7 +134,9 @@ class EncoderDecoder(nn.Module):
             self.enc_pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
             self.dec_pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
         elif cfg.position == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal_embedding(cfg.block_size, cfg.n_embd), persistent=False)
+            # scaled to the token embeddings' size, as GPT does (see transformer.py: unscaled, it drowns them)
+            table = sinusoidal_embedding(cfg.block_size, cfg.n_embd) * (cfg.init_std * math.sqrt(2))
+            self.register_buffer("pos_table", table, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         enc_cfg = cfg.replace(attention_mask="prefix")  # called with prefix_len = S: fully bidirectional
         self.encoder = nn.ModuleList(Block(enc_cfg) for _ in range(self.n_encoder_layer))

@@ -66,7 +66,11 @@ class GPT(nn.Module):
         if cfg.position == "learned":
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
         elif cfg.position == "sinusoidal":
-            self.register_buffer("pos_table", sinusoidal_embedding(cfg.block_size, cfg.n_embd), persistent=False)
+            # A sinusoid has RMS 1/sqrt(2), ~35x the token embeddings' init_std: unscaled, the fixed table drowns
+            # the tokens and a small model never learns (measured: stuck at the unigram loss). Scale it to the
+            # embeddings' size instead; Vaswani et al. scaled the embeddings up by sqrt(d_model) for the same reason.
+            table = sinusoidal_embedding(cfg.block_size, cfg.n_embd) * (cfg.init_std * math.sqrt(2))
+            self.register_buffer("pos_table", table, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         # post-LN blocks already end in a norm; pre-LN (and sandwich) need one before the output layer
