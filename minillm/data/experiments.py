@@ -79,11 +79,10 @@ def heldout_loss(model: torch.nn.Module, ids: torch.Tensor, max_windows: int = 6
 
     Evenly spread rather than the first windows, so a stream that starts with one kind of document is not
     scored on that kind alone; deterministic, so two models are scored on exactly the same targets."""
+    from .loader import eval_window_starts
+
     T = model.config.block_size
-    n_windows = (len(ids) - 1) // T
-    if n_windows < 1:
-        raise ValueError(f"{len(ids)} tokens are fewer than one window of block_size+1={T + 1}: give more text")
-    starts = torch.from_numpy(np.linspace(0, n_windows - 1, min(max_windows, n_windows)).round().astype(np.int64)) * T
+    starts = eval_window_starts(len(ids), T, max_windows)  # (n,)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -250,6 +250,20 @@ class SequentialLoader:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
 
 
+def eval_window_starts(n_tokens: int, length: int, max_windows: int) -> torch.Tensor:
+    """(n,) start offsets of n = min(max_windows, available) non-overlapping windows of `length` tokens (plus the
+    one target after each) spread evenly over a stream of n_tokens. Evenly spread rather than the first windows,
+    so a stream that starts with one kind of document is not scored on that kind alone; deterministic, so two
+    models are scored on exactly the same targets."""
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise ValueError(f"length={length!r} must be a positive int")
+    n_windows = (n_tokens - 1) // length
+    if n_windows < 1:
+        raise ValueError(f"{n_tokens} tokens are fewer than one window of length+1={length + 1}: give more text")
+    picks = np.linspace(0, n_windows - 1, min(max_windows, n_windows)).round().astype(np.int64)
+    return torch.from_numpy(picks) * length
+
+
 # ----------------------------------------------------------------------------- train / val splits
 
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from ..config import ACTIVATIONS, POSITIONS, ModelConfig
-from .study_data import (STUCK_MARGIN, ArchRun, model_config, position_losses, study_data, train_config,
+from .study_data import (STUCK_MARGIN, ArchRun, check_run, model_config, position_losses, study_data, train_config,
                          unigram_loss)
 
 __all__ = ["ArchRun", "study_data", "unigram_loss", "model_config", "train_config", "position_losses",
@@ -44,12 +44,7 @@ NORM_SETUPS: dict[str, dict] = {
 }
 
 
-def _check_run(run) -> ArchRun:
-    if run is None:
-        return ArchRun.for_size()
-    if not isinstance(run, ArchRun):
-        raise TypeError(f"run must be an ArchRun (or None for the size profile's), got {type(run).__name__}")
-    return run
+_check_run = check_run  # shared with the other study modules (study_data.check_run)
 
 
 def _choices(name: str, values: Sequence, allowed: Sequence) -> list:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig, TrainConfig
+from ..data.loader import eval_window_starts
 from .study_data import ArchRun, model_config, study_data
 from .studies_attention import _check_run, _distinct, _positive_int
 
@@ -84,11 +85,7 @@ def suffix_loss(model: nn.Module, ids: torch.Tensor, prefix_len: int | None, len
     """Mean next-token loss on the suffix targets (positions >= prefix_len - 1; all when prefix_len is None)
     of up to max_windows non-overlapping windows of `length` tokens spread evenly over ids (deterministic, so
     every model is scored on the same targets). Pure cross-entropy from the logits."""
-    n_windows = (len(ids) - 1) // length
-    if n_windows < 1:
-        raise ValueError(f"{len(ids)} tokens are fewer than one window of length+1={length + 1}: give more text")
-    starts = torch.from_numpy(np.linspace(0, n_windows - 1, min(max_windows, n_windows)).round().astype(np.int64))
-    starts = starts * length  # (n,)
+    starts = eval_window_starts(len(ids), length, max_windows)  # (n,)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

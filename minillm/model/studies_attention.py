@@ -27,15 +27,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .study_data import ArchRun, model_config, study_data, train_config
+from .study_data import ArchRun, check_run, model_config, study_data, train_config
 
 
-def _check_run(run) -> ArchRun:
-    if run is None:
-        return ArchRun.for_size()
-    if not isinstance(run, ArchRun):
-        raise TypeError(f"run must be an ArchRun (or None for the size profile's), got {type(run).__name__}")
-    return run
+_check_run = check_run  # shared with the other study modules (study_data.check_run)
 
 
 def _positive_int(name: str, v) -> int:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DEVICES, ModelConfig, TrainConfig
+from ..data.loader import eval_window_starts
 
 # Trainer settings the divergence check relies on: a history row every step (so a non-finite step is seen at
 # once) and skip-on-NaN (so the Trainer reports it in the row instead of raising).
@@ -113,6 +114,15 @@ class ArchRun:
         return self.steps * self.batch_size * self.block_size
 
 
+def check_run(run: Any) -> ArchRun:
+    """`run` itself, or the size profile's recipe for None; a TypeError for anything else."""
+    if run is None:
+        return ArchRun.for_size()
+    if not isinstance(run, ArchRun):
+        raise TypeError(f"run must be an ArchRun (or None for the size profile's), got {type(run).__name__}")
+    return run
+
+
 def study_data(run: ArchRun):
     """(splits, vocab_size, tokenizer, floor) for `run`'s corpus: char tokens split 90/10 into a DataSplits, the
     CharTokenizer, and the exact entropy of the text in nats/char (the loss a perfect model would reach).
@@ -161,13 +171,7 @@ def position_losses(model: nn.Module, ids: torch.Tensor, length: int, max_window
     spread evenly over `ids` (deterministic: two models are scored on the same targets). Column t is the loss
     of predicting token t+1 from the t+1 tokens before it, so columns >= L are positions a model trained on
     windows of L tokens never saw. `.mean()` is the usual held-out loss."""
-    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-        raise ValueError(f"length={length!r} must be a positive int")
-    n_windows = (len(ids) - 1) // length
-    if n_windows < 1:
-        raise ValueError(f"{len(ids)} tokens are fewer than one window of length+1={length + 1}: give more text")
-    starts = torch.from_numpy(np.linspace(0, n_windows - 1, min(max_windows, n_windows)).round().astype(np.int64))
-    starts = starts * length  # (n,)
+    starts = eval_window_starts(len(ids), length, max_windows)  # (n,)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
