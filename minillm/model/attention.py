@@ -137,7 +137,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, offset + T, D)
         y = self._attend(q, k, v, offset, prefix_len)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C): heads side by side again
+        y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C): heads side by side (C / tp under tensor parallel)
         return self.resid_dropout(self.wo(y))
 
     def _mask(self, T: int, T_k: int, offset: int, prefix_len, device) -> torch.Tensor | None:

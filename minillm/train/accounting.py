@@ -29,6 +29,7 @@ from ..model.calculator import format_bytes
 from ..scaling.allocation import FLOPS_PER_PARAM_TOKEN, NAMED_BUDGETS
 from ..scaling.laws import PF_DAY
 from ..viz import SliderPanel, format_count
+from .parallel.pipeline import bubble_fraction  # (pp - 1) / (n_micro + pp - 1): one definition
 from .precision import param_bytes
 
 
@@ -293,17 +294,6 @@ def plan_comm(plan: ParallelPlan) -> dict[str, float]:
     out = {"grad_sync": grad_sync, "param_gather": param_gather, "tensor_parallel": tp, "pipeline": pp}
     out["total"] = sum(out.values())
     return out
-
-
-def bubble_fraction(pp: int, n_micro: int) -> float:
-    """Fraction of a step the pipeline sits idle, GPipe / 1F1B: (pp - 1) / (n_micro + pp - 1).
-
-    Each stage waits pp - 1 slots to fill and drain around its n_micro slots of work. (Narayanan et al. 2021
-    quote (pp - 1) / n_micro: the same idle time divided by the useful time instead of the whole step.)
-    """
-    _pos_int("pp", pp)
-    _pos_int("n_micro", n_micro)
-    return (pp - 1) / (n_micro + pp - 1)
 
 
 class ParallelExplorer(SliderPanel):
