@@ -9,6 +9,8 @@ recent ones. Each is a small experiment on the shared tiny-run recipe of `minill
 - `clipping_study`: at a high lr, held-out loss and the (pre-clip) gradient norms with and without clipping.
 - `loss_spike_study`: one bad batch at a chosen step, three arms: no protection, skip the step when its loss
   exceeds k × the running median, and roll back to the last in-memory checkpoint skipping the bad data.
+- `precision_study`: the same run in fp32 and bf16 autocast (and fp16 with loss scaling on CUDA, where
+  torch supports it): held-out loss and wall time side by side.
 
 Rows are JSON-ready dicts; figures are in `study_plots.py`; the §4.3.1 studies are in `studies.py`.
 """
@@ -23,9 +25,9 @@ import torch
 
 from ..model.study_data import ArchRun, model_config, position_losses, study_data, train_config
 from .optim import param_groups
-from .studies import _check_run, _curves, _json, _numbers, _schedule_cfg, _summary
+from .studies import _check_run, _curves, _json, _numbers, _schedule_cfg, _summary, _train
 
-__all__ = ["weight_decay_study", "clipping_study", "loss_spike_study", "SPIKE_ARMS"]
+__all__ = ["weight_decay_study", "clipping_study", "loss_spike_study", "precision_study", "SPIKE_ARMS"]
 
 SPIKE_ARMS = ("none", "skip", "rollback")
 
@@ -222,3 +224,20 @@ def loss_spike_study(run: ArchRun | None = None, spike_step: int | None = None, 
     if not arms or any(a not in SPIKE_ARMS for a in arms) or len(set(arms)) != len(arms):
         raise ValueError(f"arms={arms!r} must be distinct names from {', '.join(SPIKE_ARMS)}")
     return [_spike_arm(a, run, spike_step, scale, k, window, ckpt_every) for a in arms]
+
+
+def precision_study(precisions: Sequence[str] = ("fp32", "bf16"), run: ArchRun | None = None) -> list[dict]:
+    """One run per training precision (TrainConfig.precision), same seed, data and steps: held-out loss, the
+    train_config summary, per-step losses and seconds. bf16 keeps fp32's exponent range, so it needs no loss
+    scaling; fp16 (CUDA only: torch has no fp16 GradScaler path on CPU here) trains with the GradScaler."""
+    run = _check_run(run)
+    precisions = list(precisions)
+    allowed = ("fp32", "bf16", "fp16")
+    if not precisions or any(p not in allowed for p in precisions) or len(set(precisions)) != len(precisions):
+        raise ValueError(f"precisions={precisions!r} must be distinct names from {', '.join(allowed)}")
+    rows = []
+    for p in precisions:
+        res = _train(run, precision=p)
+        rows.append({"precision": p, **_summary(res), "losses": _curves(res)["losses"],
+                     "seconds": round(float(res["seconds"]), 2)})
+    return rows

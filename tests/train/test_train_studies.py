@@ -193,3 +193,17 @@ def test_loss_spike_study_rejects_bad_input(kwargs, match):
 def test_plots_reject_empty_rows():
     with pytest.raises(ValueError, match="no rows"):
         plot_spike([])
+
+
+def test_precision_study_fp32_vs_bf16():
+    from minillm.model.study_data import ArchRun
+    from minillm.train.studies_stability import precision_study
+
+    run = ArchRun.for_size("ci", steps=20)
+    rows = precision_study(("fp32", "bf16"), run)
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    fp32, bf16 = rows
+    assert fp32["losses"] != bf16["losses"]  # bf16 autocast really ran: rounding differs
+    assert abs(fp32["val_loss"] - bf16["val_loss"]) < 0.1  # and trains the same model to within rounding
+    with pytest.raises(ValueError, match="precisions"):
+        precision_study(("fp8",), run)
