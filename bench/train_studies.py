@@ -1,0 +1,66 @@
+"""Run chapter 05's optimization studies at laptop scale and append one record per study. Survey §4.3.
+
+    python bench/train_studies.py                  # every study, ~2 min on one CPU thread
+    python bench/train_studies.py --only lr_sweep
+
+Each study trains the shared small char-level GPT of chapter 04 (`ArchRun.for_size("laptop")`) and changes one
+optimization setting (minillm/train/studies*.py). Appends to bench/results/train_studies.jsonl:
+{"study", "run", "rows", "seconds", "provenance"}; the chapter shows the latest record of each beside the
+reader's own runs.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from minillm.model.study_data import ArchRun
+from minillm.provenance import append_jsonl, provenance
+from minillm.train.studies import batch_size_study, gradient_noise_scale, lr_sweep, schedule_study, warmup_study
+from minillm.train.studies_stability import clipping_study, loss_spike_study, precision_study, weight_decay_study
+
+OUT = Path(__file__).resolve().parent / "results" / "train_studies.jsonl"
+
+
+def studies(run: ArchRun) -> dict:
+    return {
+        "lr_sweep": lambda: lr_sweep((1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0), run),
+        "warmup": lambda: warmup_study((0, 10, 50), run, lr=3e-2),
+        "schedule": lambda: schedule_study(("cosine", "wsd", "constant"), run),
+        "noise_scale": lambda: gradient_noise_scale(run, (4, 32), draws=32),
+        "batch_size": lambda: batch_size_study((4, 8, 16, 32, 64), run),
+        "weight_decay": lambda: weight_decay_study((0.0, 0.1, 1.0), run),
+        "clipping": lambda: clipping_study((None, 1.0, 0.25), run),
+        "loss_spike": lambda: loss_spike_study(run),
+        "precision": lambda: precision_study(("fp32", "bf16"), run),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", action="append", help="run only these studies (repeatable)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    run = ArchRun.for_size("laptop")
+    table = studies(run)
+    unknown = sorted(set(args.only or ()) - set(table))
+    if unknown:
+        raise SystemExit(f"unknown studies {unknown}; choose from {', '.join(table)}")
+    for name, fn in table.items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        rows = fn()
+        seconds = time.perf_counter() - t0
+        append_jsonl(args.out, {"study": name, "run": asdict(run), "rows": rows, "seconds": round(seconds, 1),
+                                "provenance": provenance()})
+        print(f"{name}: {len(rows)} rows in {seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
