@@ -8,7 +8,9 @@ The same pipeline the chapters run, for homework and for real runs (Survey §4: 
     python -m minillm sweep --size laptop --out bench/results/sweeps/laptop_isoflop.jsonl   # Survey §2.1
 
 `train` accepts every ModelConfig and TrainConfig field as an option (listed by --help with its comment).
-Under ``torchrun`` the same command trains on several processes once the parallel module is in place.
+Under ``torchrun`` the same command trains data-parallel on several processes (Survey §4.3.2):
+
+    torchrun --nproc_per_node=2 -m minillm train --data data/story --out runs/story --parallel ddp
 """
 from __future__ import annotations
 
@@ -125,10 +127,10 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import os
+
     from .data.loader import DataSplits
-    from .model.transformer import GPT
     from .presets import model_preset, train_preset
-    from .train.trainer import Trainer
 
     data = DataSplits.from_dir(args.data)
     model_over = config_overrides(args, ModelConfig)
@@ -136,19 +138,42 @@ def cmd_train(args: argparse.Namespace) -> None:
     model_cfg = model_preset(args.preset, **model_over)
     train_over = config_overrides(args, TrainConfig)
     train_cfg = train_preset(args.size, **train_over, out_dir=args.out)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and train_cfg.parallel == "none":
+        raise ValueError(f"started by torchrun with WORLD_SIZE={world} but --parallel is none: every process "
+                         f"would train alone and write the same files; pass --parallel ddp (or fsdp)")
+    if world > 1:
+        from .train.parallel.dist import init_distributed
+
+        init_distributed()  # reads RANK, WORLD_SIZE, MASTER_ADDR/PORT from torchrun's environment
+    try:
+        _train(args, model_cfg, train_cfg, data, main=int(os.environ.get("RANK", "0")) == 0)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig, data: Any, main: bool) -> None:
+    from .model.transformer import GPT
+    from .train.trainer import Trainer
+
     model = GPT(model_cfg)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tok_src = Path(args.data) / "tokenizer.json"
-    if tok_src.exists():  # the run folder carries its tokenizer, so `generate --run` needs nothing else
-        (out / "tokenizer.json").write_bytes(tok_src.read_bytes())
-    (out / "config.json").write_text(json.dumps({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
-                                                  "data": str(args.data)}, indent=2))
-    print(f"model: {model.num_params():,} non-embedding parameters; checkpoints and history.jsonl go to {out}/")
+    if main:  # rank 0 writes the run folder; the Trainer keeps the other ranks' history and checkpoints off disk
+        out.mkdir(parents=True, exist_ok=True)
+        tok_src = Path(args.data) / "tokenizer.json"
+        if tok_src.exists():  # the run folder carries its tokenizer, so `generate --run` needs nothing else
+            (out / "tokenizer.json").write_bytes(tok_src.read_bytes())
+        (out / "config.json").write_text(json.dumps({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(),
+                                                      "data": str(args.data)}, indent=2))
+        print(f"model: {model.num_params():,} non-embedding parameters; checkpoints and history.jsonl go to {out}/")
     history = Trainer(model, train_cfg, data).fit()
     last = history[-1]
     val = f", val loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else ""
-    print(f"done: step {last['step']}, train loss {last['loss']:.4f}{val}; checkpoint in {out}/")
+    if main:
+        print(f"done: step {last['step']}, train loss {last['loss']:.4f}{val}; checkpoint in {out}/")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 OPTIMIZERS = ("adamw", "torch_adamw")
 ON_NAN = ("raise", "skip")
+PARALLEL = ("none", "ddp", "fsdp")
 
 
 def _choice(cls_name: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -179,6 +180,7 @@ class TrainConfig(_Config):
     on_nan: str = "raise"  # raise (stop with an error naming the step) | skip (drop the step: spike guard)
     compile: bool = False  # torch.compile the model (pays on GPU; slow to compile and no faster on CPU)
     progress: bool = True  # show a tqdm progress bar (notebook-aware)
+    parallel: str = "none"  # none | ddp (replicas, gradient all-reduce) | fsdp (sharded, ZeRO-3); needs torchrun
 
     def __post_init__(self) -> None:
         n = "TrainConfig"
@@ -201,6 +203,7 @@ class TrainConfig(_Config):
         _choice(n, "device", self.device, DEVICES)
         _choice(n, "optimizer", self.optimizer, OPTIMIZERS)
         _choice(n, "on_nan", self.on_nan, ON_NAN)
+        _choice(n, "parallel", self.parallel, PARALLEL)
         if not 0.0 < self.decay_frac <= 1.0:
             raise ValueError(f"{n}.decay_frac={self.decay_frac!r} must be in (0, 1]")
         _positive(n, "weight_decay", self.weight_decay, allow_zero=True)

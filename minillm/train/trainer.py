@@ -12,6 +12,11 @@ One optimizer step, as in every LLM pre-training codebase:
 around which the Trainer adds: periodic evaluation on held-out tokens, a history of rows (see history.py),
 hooks for live plots, a guard against NaN/inf losses, and checkpoints that make resuming exact.
 
+Data parallelism (Survey §4.3.2; TrainConfig.parallel = ddp | fsdp, inside a process group): every rank runs
+this same loop on its own batch_size windows of each step's global batch, gradients are averaged across ranks,
+the step's loss is averaged too (all ranks log the same numbers), and rank 0 alone writes history and
+checkpoints. See distributed.py.
+
 Speed matters even in a teaching loop: the loop never calls .item() on the loss per micro-batch (that would
 make the CPU wait for the GPU); losses are summed on the device and read at log steps only. The single
 per-step sync is the finiteness check that decides whether the optimizer may step (see `_train_step`).
@@ -36,6 +41,7 @@ from ..data.loader import DataSplits, RandomLoader, get_batch
 from ..device import resolve_device, seed_everything
 from .checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
                          load_checkpoint_state, save_checkpoint)
+from .distributed import Parallelism
 from .history import HistoryWriter, mfu, normalize_hooks, peak_flops
 from .optim import build_optimizer, clip_grad_norm_, lr_at
 from .precision import PrecisionPolicy
@@ -105,16 +111,25 @@ class Trainer:
         elif len(val) <= self.block_size:
             raise ValueError(f"the validation split has {len(val)} tokens, too few for one window of "
                              f"block_size+1={self.block_size + 1}: use more data or a larger validation split")
+        self.par = Parallelism(cfg.parallel)  # rank, world_size and collectives (no-ops for a single process)
         self.model = model.to(self.device)  # the plain module: its state_dict is what checkpoints hold
-        self._forward = torch.compile(self.model) if cfg.compile else self.model
-        self.optimizer = build_optimizer(self.model, cfg, self.device)
+        if cfg.parallel == "fsdp" and cfg.out_dir:
+            raise ValueError("TrainConfig.parallel='fsdp' does not write checkpoints yet (they would need the "
+                             "sharded weights gathered): use out_dir=None, or parallel='ddp'")
+        self._wrapped = self.par.wrap(self.model)  # DDP wrapper / the FSDP-sharded model / the model itself
+        self._forward = torch.compile(self._wrapped) if cfg.compile else self._wrapped
+        # Evaluation needs no gradient sync: a DDP replica scores alone (FSDP must still gather its shards).
+        self._eval_forward = self.model if cfg.parallel == "ddp" else self._forward
+        self.optimizer = build_optimizer(self.model, cfg, self.device)  # after wrap: FSDP replaced the params
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        # Each rank keeps its own disjoint batch_size windows of every step's global batch (see loader.py).
         self.loader = RandomLoader(self.splits.train, cfg.batch_size, self.block_size, seed=cfg.seed,
-                                   device=self.device)
+                                   rank=self.par.rank, world_size=self.par.world_size, device=self.device)
         self.hooks = normalize_hooks(hooks)
-        self.tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * self.block_size
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * self.block_size * self.par.world_size
         fpt = getattr(self.model, "flops_per_token", None)
-        self._peak = peak_flops(self.device)
+        peak = peak_flops(self.device)
+        self._peak = peak * self.par.world_size if peak else None  # tok_per_s counts all ranks' tokens
         self._flops_per_token = fpt() if callable(fpt) and self._peak else None
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
 
@@ -146,17 +161,20 @@ class Trainer:
         for group in opt.param_groups:
             group["lr"] = lr
         step_loss = torch.zeros((), device=self.device)
-        for _ in range(cfg.grad_accum_steps):
+        for i in range(cfg.grad_accum_steps):
             x, y = next(self.loader)  # (B, T) each
-            with self.policy.autocast():
-                _, loss = self._forward(x, y)
-            step_loss += loss.detach().float()
-            # Dividing by the number of micro-batches makes the summed gradients those of the mean loss
-            # over the whole effective batch, as if it had been one big batch.
-            self.policy.backward(loss / cfg.grad_accum_steps)
-        step_loss /= cfg.grad_accum_steps
+            # Data-parallel: gradients are averaged over ranks in the last micro-batch's backward only.
+            with self.par.no_sync(self._wrapped, last=i == cfg.grad_accum_steps - 1):
+                with self.policy.autocast():
+                    _, loss = self._forward(x, y)
+                step_loss += loss.detach().float()
+                # Dividing by the number of micro-batches makes the summed gradients those of the mean loss
+                # over the whole effective batch, as if it had been one big batch.
+                self.policy.backward(loss / cfg.grad_accum_steps)
+        # The global batch's mean loss (equal-sized rank batches): every rank logs it and judges it alike.
+        step_loss = self.par.mean(step_loss / cfg.grad_accum_steps)
         self.policy.unscale_(opt)  # fp16: clip and log the true gradients, not the scaled ones
-        norm = clip_grad_norm_(self._params, cfg.grad_clip)
+        norm = self._clip()
         # The one sync per step: the optimizer must not step on a NaN/inf loss (it would poison every weight).
         # With fp16 the GradScaler already skips steps whose gradients overflowed, so only the loss is checked.
         check = step_loss if self.policy.scaler is not None else step_loss + norm
@@ -178,6 +196,12 @@ class Trainer:
         self._interval_steps += 1
         self._last_lr, self._last_norm = lr, norm
 
+    def _clip(self) -> torch.Tensor:
+        if self.cfg.parallel == "fsdp":  # gradients are DTensor shards: torch's clip reduces the norm over ranks
+            norm = torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip or math.inf)
+            return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        return clip_grad_norm_(self._params, self.cfg.grad_clip)  # DDP: gradients already equal on every rank
+
     # ------------------------------------------------------------------------------------------ the loop
     def fit(self, stop_at: int | None = None) -> list[dict]:
         """Train until step `stop_at` (default cfg.max_steps); returns the history rows."""
@@ -187,11 +211,11 @@ class Trainer:
             raise ValueError(f"stop_at={stop_at!r} must be an int in [1, max_steps={cfg.max_steps}]")
         if self.step >= end:
             return self.history
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.par.is_main:  # one history file, written by rank 0
             self._writer = HistoryWriter(self.out_dir / "history.jsonl", self.history)
             print(f"minillm Trainer: history -> {self.out_dir / 'history.jsonl'}, "
                   f"checkpoints -> {self.out_dir / 'ckpt'}")
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="train", unit="step")
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.par.is_main), desc="train", unit="step")
         self.model.train()
         fit_start = time.perf_counter() - self.elapsed_s
         interval_start = time.perf_counter()
@@ -253,40 +277,54 @@ class Trainer:
 
         The batches come from a generator seeded with cfg.seed every call, so every evaluation of a run (and of
         runs with the same seed) scores the very same windows: differences between evals are the model's.
+        Data-parallel ranks split each batch and average: every rank returns the same number.
         """
         if self.splits.val is None:
             raise ValueError("no validation split to evaluate on: pass data with held-out tokens")
         n = self.cfg.eval_batches if batches is None else batches
+        B = self.cfg.batch_size
         generator = torch.Generator().manual_seed(self.cfg.seed)
         was_training = self.model.training
         self.model.eval()  # dropout off
         total = torch.zeros((), device=self.device)
         try:
             for _ in range(n):
-                x, y = get_batch(self.splits.val, self.cfg.batch_size, self.block_size, self.device, generator)
+                # Data-parallel: the same global batch as one process with world_size * batch_size, each rank
+                # scoring its own slice; the all-reduced mean below is the global batch's loss on every rank.
+                x, y = get_batch(self.splits.val, B * self.par.world_size, self.block_size, self.device, generator)
+                x, y = x[self.par.rank * B:(self.par.rank + 1) * B], y[self.par.rank * B:(self.par.rank + 1) * B]
                 with self.policy.autocast():
-                    _, loss = self._forward(x, y)
+                    _, loss = self._eval_forward(x, y)
                 total += loss.float()
         finally:
             self.model.train(was_training)
-        return (total / n).item()
+        return self.par.mean(total / n).item()
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Checkpoint everything needed to resume (default: OUT_DIR/ckpt/step_NNNNNNNN, keeping only the newest)."""
+        """Checkpoint everything needed to resume (default: OUT_DIR/ckpt/step_NNNNNNNN, keeping only the newest).
+
+        Data-parallel: rank 0 writes (the replicas are equal, and the loader state is the same on every rank:
+        all draw the same global batch), the other ranks wait at a barrier until the checkpoint is on disk.
+        """
         if path is None and self.out_dir is None:
             raise ValueError("Trainer.save() needs a path, or TrainConfig.out_dir to save under")
         target = Path(path) if path is not None else checkpoint_path(self.out_dir, self.step)
+        if self.par.is_main:
+            self._save(target, prune=path is None)
+        self.par.barrier()
+        return target
+
+    def _save(self, target: Path, prune: bool) -> None:
         extra = {"history": self.history, "skipped": self.skipped, "elapsed_s": self.elapsed_s,
                  "loss_sum": self._loss_sum.detach().cpu(), "loss_count": self._loss_count,
                  "interval_steps": self._interval_steps, "precision": self.policy.state_dict()}
         save_checkpoint(target, self.model, self.optimizer, self.step, loader_state=self.loader.state_dict(),
                         config=self.cfg, extra=extra)
-        if path is None:  # the new checkpoint is complete on disk, so this run's older ones can go
+        if prune:  # the new checkpoint is complete on disk, so this run's older ones can go
             for old in list_checkpoints(self.out_dir):
                 if old != target and old.parent == target.parent:
                     shutil.rmtree(old)
-        return target
 
     def _resume(self) -> None:
         ckpt = latest_checkpoint(self.out_dir)
