@@ -78,7 +78,7 @@ def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
         "attention": L * attn,
         "mlp": L * mlp * max(n_expert, 1),
         "router": L * C * n_expert,  # a bias-free (C -> E) linear per layer
-        "norms": L * per_block_norms * norm + final_norm,
+        "norms": L * (per_block_norms * norm + (2 * cfg.head_dim if cfg.qk_norm else 0)) + final_norm,
         "lm_head": 0 if cfg.tie_embeddings else V * C,
     }
 

@@ -157,6 +157,9 @@ class GPT(nn.Module):
                 loss = self.loss_fn(logits, targets)
             else:
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            if cfg.z_loss > 0:  # PaLM: pull log Z toward 0 so the softmax normaliser cannot drift (output stability)
+                log_z = torch.logsumexp(logits.float(), dim=-1)[targets != -100]  # (N,) scored positions
+                loss = loss + cfg.z_loss * log_z.pow(2).mean()
         if cfg.n_expert > 0:
             aux = sum(cfg.moe_aux_weight * b.mlp.aux_loss + cfg.moe_z_weight * b.mlp.z_loss for b in self.blocks)
             self._aux_term = aux.detach()
