@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +26,6 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ddp_scaling.jsonl"
-REPO = Path(__file__).resolve().parents[1]
 MODEL = dict(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=64)
 TRAIN = dict(batch_size=8, grad_accum_steps=1, lr=1e-3, warmup_steps=2, eval_interval=0, eval_batches=1,
              log_interval=1000, progress=False, seed=0)
@@ -72,15 +69,12 @@ def worker(args: argparse.Namespace) -> None:
 
 def launch(n: int, args: argparse.Namespace, device: str) -> dict:
     """Run `n` ranks of this script under torchrun; return rank 0's measurement."""
-    from minillm.train.parallel import free_port
+    from minillm.train.launch import torchrun
 
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
-               f"--master_port={free_port()}", __file__, "--worker", "--result", str(result), "--device", device,
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        subprocess.run(cmd, env=env, check=True, timeout=300, capture_output=True, text=True)
+        torchrun([__file__, "--worker", "--result", str(result), "--device", device, "--steps", str(args.steps),
+                  "--warmup", str(args.warmup)], nproc=n, timeout_s=300)
         return json.loads(result.read_text())
 
 

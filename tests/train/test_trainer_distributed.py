@@ -9,10 +9,6 @@ averaged instead of one full-batch mean).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +17,12 @@ import torch
 
 from minillm.config import ModelConfig, TrainConfig
 from minillm.model.transformer import GPT
-from minillm.train.parallel import free_port, spawn
+from minillm.train.parallel import spawn
 from minillm.train.trainer import Trainer
 
 TINY = dict(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
 B, WORLD, STEPS, TOL = 2, 2, 6, 1e-5
 SPAWN_TIMEOUT_S = 60
-REPO = Path(__file__).resolve().parents[2]
 
 
 def tokens() -> np.ndarray:
@@ -148,23 +143,16 @@ def test_cli_under_torchrun(tmp_path):
     from minillm.__main__ import main
 
     assert main(["prepare", "--source", "arithmetic", "--n_docs", "200", "--out", str(tmp_path / "data")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", "-m", "minillm", "train", "--data", str(tmp_path / "data"), "--preset", "tiny",
-           "--size", "ci", "--out", str(tmp_path / "run"), "--max_steps", "4", "--n_layer", "1", "--n_embd", "16",
-           "--block_size", "16", "--batch_size", "2", "--log_interval", "2", "--parallel", "ddp", "--device", "cpu"]
-    # A session of its own, so a timeout kills torchrun's workers too (they would outlive torchrun otherwise).
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("torchrun did not finish within 90 s")
-    if proc.returncode != 0 and "minillm Trainer" not in stdout and "TCPStore" in stderr:  # no worker ran
+    from minillm.train.launch import torchrun
+
+    argv = ["-m", "minillm", "train", "--data", str(tmp_path / "data"), "--preset", "tiny", "--size", "ci",
+            "--out", str(tmp_path / "run"), "--max_steps", "4", "--n_layer", "1", "--n_embd", "16",
+            "--block_size", "16", "--batch_size", "2", "--log_interval", "2", "--parallel", "ddp", "--device", "cpu"]
+    res = torchrun(argv, nproc=2, timeout_s=90, cwd=tmp_path, check=False)
+    stdout, stderr = res.stdout, res.stderr
+    if res.returncode != 0 and "minillm Trainer" not in stdout and "TCPStore" in stderr:  # no worker ran
         pytest.skip(f"torchrun cannot open its TCP rendezvous store in this sandbox: {stderr[-300:]}")
-    assert proc.returncode == 0, stderr[-3000:]
+    assert res.returncode == 0, stderr[-3000:]
     assert stdout.count("done: step 4") == 1, stdout  # rank 0 alone reports
     assert [p.name for p in tmp_path.joinpath("run").glob("history*.jsonl")] == ["history.jsonl"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
