@@ -156,9 +156,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig, data: Any, main: bool) -> None:
+    from .device import seed_everything
     from .model.transformer import GPT
     from .train.trainer import Trainer
 
+    seed_everything(train_cfg.seed)  # the initial weights depend on the seed alone, not on what ran before
     model = GPT(model_cfg)
     out = Path(args.out)
     if main:  # rank 0 writes the run folder; the Trainer keeps the other ranks' history and checkpoints off disk

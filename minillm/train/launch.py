@@ -57,3 +57,29 @@ def torchrun(argv: Sequence[str], nproc: int = 2, *, timeout_s: float = 120, cwd
         tail = "\n".join(stderr.strip().splitlines()[-25:])
         raise RuntimeError(f"torchrun with {nproc} processes failed (exit code {proc.returncode}):\n{tail}")
     return result
+
+
+def ddp_vs_single(data_dir: str | os.PathLike, out_dir: str | os.PathLike, *, steps: int = 6, batch_size: int = 4,
+                  nproc: int = 2, model_args: Sequence[str] = ("--n_layer", "1", "--n_embd", "32", "--block_size", "32"),
+                  timeout_s: float = 180) -> dict:
+    """Train the same model twice with the CLI: one process with `batch_size`, and `nproc` DDP processes with
+    batch_size / nproc each (the same global batch, so the same windows), and read both histories back.
+
+    Returns {"single": rows, "ddp": rows, "max_loss_diff": max |loss difference| over logged steps, "stdout"}.
+    The DDP run is launched with torchrun exactly as one would from a shell (`torchrun -m minillm train ...`).
+    """
+    from ..__main__ import main
+    from .history import read_history
+
+    if batch_size % nproc:
+        raise ValueError(f"batch_size={batch_size} must be divisible by nproc={nproc}: each rank takes an equal slice")
+    out = Path(out_dir)
+    common = ["--data", str(data_dir), "--preset", "tiny", "--max_steps", str(steps), "--log_interval", "1",
+              "--device", "cpu", *model_args]
+    if main(["train", *common, "--out", str(out / "single"), "--batch_size", str(batch_size)]) != 0:
+        raise RuntimeError("the single-process run failed; see its output above")
+    res = torchrun(["-m", "minillm", "train", *common, "--out", str(out / "ddp"), "--batch_size",
+                    str(batch_size // nproc), "--parallel", "ddp"], nproc=nproc, timeout_s=timeout_s)
+    single, ddp = read_history(out / "single" / "history.jsonl"), read_history(out / "ddp" / "history.jsonl")
+    diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(single, ddp, strict=True))
+    return {"single": single, "ddp": ddp, "max_loss_diff": diff, "stdout": res.stdout}

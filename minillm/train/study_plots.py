@@ -6,12 +6,14 @@
 - `plot_noise_scale`: B_simple (and training loss) over the steps of a gradient_noise_scale run, optionally
   with the held-out loss per batch size of a batch_size_study.
 - `plot_spike`: training-loss curves of the loss_spike_study arms, the bad step marked.
+- `shipped_train_studies`: the latest shipped record of each study (bench/results/train_studies.jsonl).
 
 Each returns the matplotlib Figure; matplotlib is imported inside the functions.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 VERDICT_COLORS = {"too low": "tab:blue", "right": "tab:green", "too high": "tab:red"}
 
@@ -119,3 +121,14 @@ def plot_spike(rows: Sequence[Mapping]):
     ax.set(xlabel="step", ylabel="training loss", title="a loss spike: no protection, skip, rollback")
     ax.legend()
     return fig
+
+
+STUDIES_FILE = ("bench", "results", "train_studies.jsonl")  # relative to the repository root
+
+
+def shipped_train_studies(path: str | Path | None = None) -> dict[str, dict]:
+    """The latest record of each training study shipped with the book, by study name."""
+    from ..provenance import latest_records
+
+    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
+    return latest_records(p, "study", f"make your own with `python bench/train_studies.py --out {p.name}`")
