@@ -45,6 +45,9 @@ class Check:
     # How outputs are compared: None = as torch tensors (type, shape, dtype, values); labs whose functions
     # return plain numbers or numpy arrays (lab 01) pass `compare_numbers`.
     compare: Callable[..., float] | None = None
+    # How the student's function is called: None = fn(*args); else runner(fn, *args) (lab 05 runs fn on simulated
+    # ranks, one thread each). The reference is always called as reference(*args).
+    runner: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -137,7 +140,7 @@ def _run_case(spec: Check, case: Case, fn: Callable[..., torch.Tensor]) -> float
     except Exception as err:
         raise _ReferenceError(f"the reference for check {spec.name!r} failed on case '{case.label}' "
                               f"({type(err).__name__}: {err}); this is a bug in minillm, not in your code") from err
-    got = fn(*student_args)
+    got = spec.runner(fn, *student_args) if spec.runner is not None else fn(*student_args)
     error = (spec.compare or _compare)(got, expected, spec, case)
 
     for a, p in zip(student_args, pristine):  # in-place edits would corrupt the model's activations
