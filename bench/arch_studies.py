@@ -11,7 +11,6 @@ reader's own runs.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from minillm.model.studies import activation_study, position_extrapolation, stab
 from minillm.model.studies_arch import architecture_comparison, moe_study, prefix_continuation
 from minillm.model.studies_attention import attention_study, kv_heads_study
 from minillm.model.study_data import ArchRun
-from minillm.provenance import append_jsonl, provenance
+from minillm.provenance import run_studies
 
 OUT = Path(__file__).resolve().parent / "results" / "arch_studies.jsonl"
 
@@ -59,19 +58,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = ArchRun.for_size("laptop")
     table = studies(run)
-    unknown = sorted(set(args.only or ()) - set(table))
-    if unknown:
-        raise SystemExit(f"unknown studies {unknown}; choose from {', '.join(table)}")
-    for name, (fn, summarize) in table.items():
-        if args.only and name not in args.only:
-            continue
-        t0 = time.perf_counter()
-        rows = fn()
-        seconds = time.perf_counter() - t0
-        summary = summarize(rows)
-        append_jsonl(args.out, {"study": name, "run": asdict(run), "summary": summary, "rows": rows,
-                                "seconds": round(seconds, 1), "provenance": provenance()})
-        print(f"{name}: {len(rows)} rows in {seconds:.0f} s; {summary}", flush=True)
+    runs = {name: fn for name, (fn, _) in table.items()}
+    summaries = {name: summarize for name, (_, summarize) in table.items()}
+    for rec in run_studies(runs, args.out, args.only, summaries=summaries, run=asdict(run)):
+        print(f"{rec['study']}: {len(rec['rows'])} rows in {rec['seconds']:.0f} s; {rec['summary']}", flush=True)
 
 
 if __name__ == "__main__":

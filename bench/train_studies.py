@@ -11,14 +11,13 @@ reader's own runs.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from minillm.model.study_data import ArchRun
-from minillm.provenance import append_jsonl, provenance
+from minillm.provenance import run_studies
 from minillm.train.studies import batch_size_study, gradient_noise_scale, lr_sweep, schedule_study, warmup_study
 from minillm.train.studies_stability import clipping_study, loss_spike_study, precision_study, weight_decay_study
 
@@ -47,19 +46,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = ArchRun.for_size("laptop")
-    table = studies(run)
-    unknown = sorted(set(args.only or ()) - set(table))
-    if unknown:
-        raise SystemExit(f"unknown studies {unknown}; choose from {', '.join(table)}")
-    for name, fn in table.items():
-        if args.only and name not in args.only:
-            continue
-        t0 = time.perf_counter()
-        rows = fn()
-        seconds = time.perf_counter() - t0
-        append_jsonl(args.out, {"study": name, "run": asdict(run), "rows": rows, "seconds": round(seconds, 1),
-                                "provenance": provenance()})
-        print(f"{name}: {len(rows)} rows in {seconds:.0f} s", flush=True)
+    for rec in run_studies(studies(run), args.out, args.only, run=asdict(run)):
+        print(f"{rec['study']}: {len(rec['rows'])} rows in {rec['seconds']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

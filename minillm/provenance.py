@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 
@@ -72,3 +73,26 @@ def latest_records(path: str | os.PathLike, key: str, make_hint: str) -> dict[st
             raise ValueError(f"{p}:{i} has no {key!r} and 'rows' fields: not a record of this file")
         out[rec[key]] = rec
     return out
+
+
+def run_studies(studies: Mapping[str, Callable[[], list]], out: str | os.PathLike, only: Sequence[str] | None = None,
+                *, summaries: Mapping[str, Callable[[list], dict]] | None = None, **common: Any) -> Iterator[dict]:
+    """Run each named study (or those in `only`), append {"study", **common, "rows", "summary"?, "seconds",
+    "provenance"} to the JSONL file `out` as each finishes, and yield that record: the shared loop of
+    bench/*_studies.py (which print a line per record)."""
+    import time
+
+    unknown = sorted(set(only or ()) - set(studies))
+    if unknown:
+        raise ValueError(f"unknown studies {unknown}; choose from {', '.join(studies)}")
+    for name, fn in studies.items():
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        rows = fn()
+        record = {"study": name, **common, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+        if summaries and name in summaries:
+            record["summary"] = summaries[name](rows)
+        record["provenance"] = provenance()
+        append_jsonl(out, record)
+        yield record

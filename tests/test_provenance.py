@@ -1,6 +1,8 @@
 """Provenance records: every shipped figure says what ran, where and when."""
 import json
 
+import pytest
+
 from minillm.provenance import append_jsonl, provenance
 
 
@@ -17,3 +19,16 @@ def test_append_jsonl_never_rewrites(tmp_path):
     append_jsonl(path, {"a": 1})
     append_jsonl(path, {"a": 2})
     assert [json.loads(line)["a"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_run_studies_appends_a_record_per_study(tmp_path):
+    from minillm.provenance import run_studies
+
+    out = tmp_path / "r.jsonl"
+    studies = {"a": lambda: [{"x": 1}], "b": lambda: [{"x": 2}, {"x": 3}]}
+    recs = list(run_studies(studies, out, ["b"], summaries={"b": lambda rows: {"n": len(rows)}}, run={"steps": 5}))
+    assert [r["study"] for r in recs] == ["b"] and recs[0]["summary"] == {"n": 2} and recs[0]["run"] == {"steps": 5}
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["provenance"]["command"]
+    with pytest.raises(ValueError, match="unknown studies"):
+        list(run_studies(studies, out, ["c"]))
