@@ -91,6 +91,7 @@ class ModelConfig(_Config):
     moe_aux_weight: float = 0.01  # weight of the Switch/GShard load-balancing loss added to the LM loss
     moe_z_weight: float = 0.001  # weight of the ST-MoE router z-loss (keeps router logits small)
     qk_norm: bool = False  # RMSNorm on each head's queries and keys before attention (bounds attention logits)
+    activation_checkpointing: bool = False  # keep only each block's input in training; recompute the rest in backward
     z_loss: float = 0.0  # weight of PaLM's output z-loss, mean(log Z)^2, added to the loss (keeps logits small)
 
     def __post_init__(self) -> None:
@@ -131,8 +132,9 @@ class ModelConfig(_Config):
         _positive(n, "init_std", self.init_std)
         if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
             raise ValueError(f"{n}.sliding_window={self.sliding_window!r} must be None or a positive integer")
-        if not isinstance(self.qk_norm, bool):
-            raise ValueError(f"{n}.qk_norm={self.qk_norm!r} must be True or False")
+        for flag in ("qk_norm", "activation_checkpointing"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{n}.{flag}={getattr(self, flag)!r} must be True or False")
         if isinstance(self.z_loss, bool) or not isinstance(self.z_loss, (int, float)) or not 0 <= self.z_loss < 1:
             raise ValueError(f"{n}.z_loss={self.z_loss!r} must be a number in [0, 1) (PaLM used 1e-4)")
         self._check_moe()
