@@ -1,4 +1,5 @@
 """Activation checkpointing (ModelConfig.activation_checkpointing) and the saved-activation measure."""
+import pytest
 import torch
 
 from minillm import GPT, ModelConfig
@@ -30,3 +31,25 @@ def test_checkpointing_saves_less():
     small = saved_activation_bytes(GPT(CFG), x, x)
     big = saved_activation_bytes(GPT(CFG), torch.cat([x, x]), torch.cat([x, x]))
     assert 1.8 < big / small < 2.2  # activations grow with the batch
+
+
+@pytest.mark.gpu
+def test_model_state_bytes_match_cuda_allocations():
+    # fp32 weights + fp32 grads + Adam's two fp32 moments = 16 bytes/param (precision.memory_estimate("fp32")),
+    # checked against what CUDA actually allocates for them (activations freed before measuring).
+    from minillm.train.optim import AdamW
+    from minillm.train.precision import memory_estimate
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    model = GPT(ModelConfig(vocab_size=256, block_size=64, n_layer=4, n_head=4, n_embd=256)).cuda()
+    opt = AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 256, (2, 64), device="cuda")
+    model(x, x)[1].backward()
+    opt.step()
+    torch.cuda.synchronize()
+    used = torch.cuda.memory_allocated() - base  # weights + grads + moments stay; activations were freed
+    est = memory_estimate(model.num_params(non_embedding=False), "fp32")
+    expected = est["weights"] + est["grads"] + est["optimizer"]
+    assert abs(used - expected) / expected < 0.05, f"allocated {used:,} B vs accounted {expected:,} B"
