@@ -84,7 +84,7 @@ class ModelConfig(_Config):
     attn_impl: str = "sdpa"  # sdpa (fused, FlashAttention on CUDA) | math (explicit, for teaching); equal results
     sliding_window: int | None = None  # if set, each query sees at most this many previous tokens
     init_std: float = 0.02  # std of the normal init; residual projections are scaled by 1/sqrt(2*n_layer)
-    kernels: str = "torch"  # torch | triton (fused kernels, CUDA only)
+    kernels: str = "torch"  # torch | triton (fused Triton kernels: CUDA, or the CPU interpreter; see minillm.kernels)
     n_expert: int = 0  # mixture-of-experts: experts per MLP layer; 0 = dense MLP (Survey §4.2.1)
     expert_top_k: int = 2  # experts each token is routed to (Switch: 1, GShard/Mixtral: 2)
     capacity_factor: float | None = 1.25  # slots per expert = ceil(factor * tokens * k / E); None = never drop

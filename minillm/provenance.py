@@ -37,8 +37,18 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": host,
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
-                     "minillm": __version__, "cuda": torch.version.cuda},
+                     "minillm": __version__, "cuda": torch.version.cuda, "triton": _version_of("triton")},
     }
+
+
+def _version_of(package: str) -> str | None:
+    """Installed version of `package`, or None when it is not installed (read from metadata: no import)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:

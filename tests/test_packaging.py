@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SUPPORTED_TORCH = ["2.13.0", "2.13.0+cpu", "2.13.0+cu128", "2.13.0+cu126"]
 
 Reqs = dict[str, str]  # canonical package name -> specifier, e.g. {"torch": ">=2.5"}
+# Packages whose environment marker excludes this machine (e.g. triton off Linux): listed, but not installed here.
+NOT_FOR_THIS_PLATFORM: set[str] = set()
 
 
 def as_reqs(lines: list[str], source: str) -> Reqs:
@@ -31,6 +33,8 @@ def as_reqs(lines: list[str], source: str) -> Reqs:
         if name in reqs:
             raise AssertionError(f"{source} lists {name} twice")
         reqs[name] = str(req.specifier)
+        if req.marker is not None and not req.marker.evaluate():
+            NOT_FOR_THIS_PLATFORM.add(name)
     return reqs
 
 
@@ -93,7 +97,7 @@ def test_pyproject_equals_requirements_txt() -> None:
     assert as_reqs(project["dependencies"], "pyproject dependencies") == sections["runtime"]
     extras = project["optional-dependencies"]
     assert as_reqs(extras["dev"], "pyproject [dev]") == sections["dev"]
-    assert "triton" in as_reqs(extras["gpu"], "pyproject [gpu]")
+    assert "triton" in sections["runtime"], "the kernels chapter and tests need triton (Linux-only marker)"
 
 
 def test_environment_yml_equals_requirements_txt() -> None:
@@ -121,6 +125,8 @@ def test_installed_packages_satisfy_ranges() -> None:
     wanted = {**requirements_txt()["runtime"], **requirements_txt()["dev"]}
     problems = []
     for name, spec in wanted.items():
+        if name in NOT_FOR_THIS_PLATFORM:
+            continue
         try:
             installed = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

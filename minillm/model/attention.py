@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import kernels
 from ..config import ModelConfig
 from .layers import RMSNorm, softmax
 from .position import alibi_slopes, apply_rope_cached
@@ -124,8 +125,10 @@ class Attention(nn.Module):
             self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_head), persistent=False)
         # QK-norm (Dehghani et al. 2023, OLMo 2): normalising q and k per head caps the attention logits q·k/√d,
         # whose growth is a known cause of loss spikes; one weight vector per head dimension, shared by heads.
-        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
-        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        triton = cfg.kernels == "triton"
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps, triton) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps, triton) if cfg.qk_norm else None
+        self.triton_rope = triton
         self.attn_fn: AttentionFn | None = None  # a custom (q, k, v, mask) -> out, e.g. a student's
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -137,7 +140,9 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:  # rotate before caching: cached keys already carry their positions
+        if rope is not None and self.triton_rope:  # one fused kernel rotates q and k (strided: no copies)
+            q, k = kernels.ops.rope(q, k, *rope)
+        elif rope is not None:  # rotate before caching: cached keys already carry their positions
             q, k = apply_rope_cached(q, *rope), apply_rope_cached(k, *rope)
         offset = cache.pos if cache is not None else 0
         if cache is not None:

@@ -114,6 +114,9 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, n_encoder_layer: int | None = None):
         super().__init__()
+        if cfg.kernels == "triton":
+            raise ValueError("kernels='triton' is wired into the decoder-only GPT only; build the encoder-decoder "
+                             "with kernels='torch'")
         n_enc = cfg.n_layer // 2 if n_encoder_layer is None else n_encoder_layer
         if not isinstance(n_enc, int) or isinstance(n_enc, bool) or not 1 <= n_enc < cfg.n_layer:
             raise ValueError(f"n_encoder_layer={n_enc!r} must be an integer in [1, n_layer - 1] = "

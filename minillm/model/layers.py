@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import kernels
 from ..config import ModelConfig
 
 # ---------------------------------------------------------------------------------------------------------
@@ -111,21 +112,27 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm: cheaper than LayerNorm (no mean, no bias) and as stable in practice (Llama, T5, Gopher)."""
+    """RMSNorm: cheaper than LayerNorm (no mean, no bias) and as stable in practice (Llama, T5, Gopher).
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    triton=True runs the fused Triton kernel (minillm.kernels.rmsnorm): one read and one write of x per pass.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, triton: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.triton = triton
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.triton:
+            return kernels.ops.rms_norm(x, self.weight, self.eps)
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
     """The norm layer a config asks for. DeepNorm is LayerNorm placed post-residual with scaled inputs."""
     if cfg.norm == "rmsnorm":
-        return RMSNorm(cfg.n_embd, cfg.norm_eps)
+        return RMSNorm(cfg.n_embd, cfg.norm_eps, triton=cfg.kernels == "triton")
     return LayerNorm(cfg.n_embd, cfg.bias, cfg.norm_eps)
 
 
@@ -139,6 +146,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.activation = cfg.activation
+        self.triton = cfg.kernels == "triton" and cfg.activation == "swiglu"  # the fused silu(a) * b kernel
         hidden = cfg.ffn_hidden
         self.w1 = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)  # up (or gate for GLU variants)
         self.w3 = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias) if self.gated else None  # up for GLU
@@ -156,6 +164,8 @@ class MLP(nn.Module):
             h = F.relu(h)
         elif self.activation == "gelu":
             h = F.gelu(h)
+        elif self.triton:
+            h = kernels.ops.swiglu(h, self.w3(x))
         elif self.activation == "swiglu":
             h = F.silu(h) * self.w3(x)
         else:  # geglu

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .. import kernels
 from ..config import ModelConfig
 from .attention import Attention, AttentionFn, KVCache
 from .layers import MLP, make_norm
@@ -62,7 +63,12 @@ class GPT(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.kernels == "triton":
+            kernels.require_triton()  # a clear error now, not at the first forward
         self.config = cfg
+        # kernels="triton": with targets, the loss comes from the fused lm_head + cross-entropy kernel and the
+        # (B, T, V) logits are never built, so forward returns logits=None. Set False to get logits (and pay for them).
+        self.fuse_loss = True
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         if cfg.position == "learned":
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
@@ -123,6 +129,8 @@ class GPT(nn.Module):
                 prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None):
         """idx (B, T) token ids -> (logits (B, T, V), loss or None).
 
+        With kernels='triton' and targets, logits is None: the fused loss never builds them (see `fuse_loss`).
+
         targets (B, T): next-token ids, -100 where no loss is wanted. prefix_len: length of the
         bidirectional prefix (attention_mask='prefix'). cache: a KVCache for incremental decoding.
         With MoE layers the loss includes moe_aux_weight * aux + moe_z_weight * z summed over layers
@@ -156,11 +164,18 @@ class GPT(nn.Module):
                 x = block(x, rope=rope, prefix_len=prefix_len, cache=cache, layer=i)
         if cache is not None:
             cache.pos += T
-        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
-        loss = None
-        if targets is not None:
+        h = self.norm_f(x)  # (B, T, C)
+        logits = loss = None
+        if targets is not None and self._loss_is_fused():
+            # lm_head and cross-entropy in token chunks: only a chunk's logits exist at a time (Survey §4.3)
+            loss = kernels.ops.fused_linear_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1))
+        else:
+            logits = self.lm_head(h)  # (B, T, V)
+        if targets is not None and loss is None:
             if self.loss_fn is not None:
                 loss = self.loss_fn(logits, targets)
+            elif cfg.kernels == "triton":
+                loss = kernels.ops.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
             else:
                 loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
             if cfg.z_loss > 0:  # PaLM: pull log Z toward 0 so the softmax normaliser cannot drift (output stability)
@@ -172,6 +187,28 @@ class GPT(nn.Module):
             if loss is not None:
                 loss = loss + aux  # the router learns balance (and small logits) from these terms only
         return logits, loss
+
+    def _loss_is_fused(self) -> bool:
+        """True when forward computes the loss with the fused linear cross-entropy kernel (and returns no logits)."""
+        cfg = self.config
+        return cfg.kernels == "triton" and self.fuse_loss and self.loss_fn is None and cfg.z_loss == 0
+
+    def kernel_summary(self) -> str:
+        """Which ops run as minillm's fused Triton kernels and which stay in PyTorch, for this config."""
+        cfg = self.config
+        if cfg.kernels != "triton":
+            return "kernels='torch': every op runs in PyTorch (attention through SDPA)"
+        fused, torch_ops = [], ["attention (SDPA / FlashAttention)", "matmuls (cuBLAS)"]
+        (fused if cfg.norm == "rmsnorm" else torch_ops).append("RMSNorm" if cfg.norm == "rmsnorm" else cfg.norm)
+        if cfg.qk_norm:
+            fused.append("QK-norm (RMSNorm)")
+        (fused if cfg.activation == "swiglu" else torch_ops).append(cfg.activation if cfg.activation != "swiglu"
+                                                                    else "SwiGLU")
+        if cfg.position == "rope":
+            fused.append("RoPE")
+        fused.append("linear + cross-entropy (chunked, no logits)" if self._loss_is_fused() else "cross-entropy")
+        return (f"kernels='triton' (Triton on CUDA tensors; CPU tensors only under TRITON_INTERPRET=1): "
+                f"fused {', '.join(fused)}; PyTorch: {', '.join(torch_ops)}")
 
     # --- mixture of experts ---------------------------------------------------------------------------------
     @property

@@ -215,6 +215,8 @@ class Trainer:
             self._writer = HistoryWriter(self.out_dir / "history.jsonl", self.history)
             print(f"minillm Trainer: history -> {self.out_dir / 'history.jsonl'}, "
                   f"checkpoints -> {self.out_dir / 'ckpt'}")
+        if getattr(self.model.config, "kernels", "torch") == "triton" and self.par.is_main and self.step == 0:
+            print(f"minillm Trainer: {self.model.kernel_summary()}")  # say which ops are fused, never silently
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.par.is_main), desc="train", unit="step")
         self.model.train()
         fit_start = time.perf_counter() - self.elapsed_s

@@ -1,0 +1,25 @@
+"""Fused Triton kernels for the hot, memory-bound ops of a Llama-style model, each beside its PyTorch reference.
+
+Survey §4.3 (training at scale: efficiency) and §4.2.2 (RMSNorm, SwiGLU, RoPE). One file per op, in the
+Liger-Kernel layout: the Triton kernel(s), the launcher, a `torch.autograd.Function` with a fused backward,
+and the plain PyTorch reference the tests compare against.
+
+    rmsnorm.py                     RMSNorm (saves 1/rms per row; dweight by per-program partial sums)
+    swiglu.py                      silu(a) * b (backward recomputes silu instead of storing it)
+    rope.py                        rotary embedding of q and k in place (backward = rotation by -angle)
+    cross_entropy.py               online-softmax cross-entropy over large vocabularies, gradient written in forward
+    fused_linear_cross_entropy.py  lm_head matmul + cross-entropy in token chunks: the (N, V) logits never exist
+
+The model uses them when `ModelConfig(kernels="triton")` and its tensors are on CUDA. On a CPU they run only
+in Triton's interpreter (TRITON_INTERPRET=1, or `use_interpreter()` before first use), which is how CI tests
+them; anywhere else a `KernelUnavailableError` says what to do instead of falling back silently.
+
+Call them through `minillm.kernels.ops` (rms_norm, swiglu, rope, cross_entropy, fused_linear_cross_entropy), which
+imports a kernel module on first call: importing minillm never imports triton.
+"""
+from __future__ import annotations
+
+from . import ops
+from .runtime import KernelUnavailableError, current_mode, require_triton, triton_installed, use_interpreter
+
+__all__ = ["KernelUnavailableError", "triton_installed", "current_mode", "use_interpreter", "require_triton", "ops"]

@@ -1,0 +1,110 @@
+"""Where minillm's Triton kernels can run, and the one error raised where they cannot.
+
+Triton compiles a kernel for a GPU. With the environment variable TRITON_INTERPRET=1 set *before* a kernel
+module is imported, `@triton.jit` returns an interpreted function instead, which runs the same kernel body
+with numpy on the CPU, one program instance at a time (~2-3 ms each): slow, but exact, so the kernels are
+tested in CI without a GPU. The choice is made once per kernel module, when it is imported; each module
+records it in `JIT_MODE`, and `check_runnable` compares that with the tensors it is given.
+
+Nothing here imports triton at import time, so `import minillm` works where triton is not installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import torch
+
+KERNEL_MODULES = ("rmsnorm", "swiglu", "rope", "cross_entropy", "fused_linear_cross_entropy")
+
+
+class KernelUnavailableError(RuntimeError):
+    """Triton kernels were asked for where they cannot run (no triton, or CPU tensors without the interpreter)."""
+
+
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreter_requested() -> bool:
+    """True when TRITON_INTERPRET is set to a true value in this process's environment."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def current_mode() -> str:
+    """'interpreter' or 'compiled': what `@triton.jit` produces if a kernel module is imported now."""
+    return "interpreter" if interpreter_requested() else "compiled"
+
+
+def imported_modes() -> dict[str, str]:
+    """{kernel module name: mode it was compiled in} for the kernel modules imported so far."""
+    out = {}
+    for name in KERNEL_MODULES:
+        mod = sys.modules.get(f"{__package__}.{name}")
+        if mod is not None:
+            out[name] = mod.JIT_MODE
+    return out
+
+
+def use_interpreter() -> None:
+    """Run the kernels in Triton's CPU interpreter from now on (for notebooks and tests without a GPU).
+
+    Must happen before the first kernel is used: a kernel module imported in compiled mode cannot switch.
+    """
+    compiled = [name for name, mode in imported_modes().items() if mode == "compiled"]
+    if compiled:
+        raise KernelUnavailableError(
+            f"kernel modules {compiled} were already imported in compiled (GPU) mode, so they cannot switch to "
+            "the interpreter; restart the Python process (or notebook kernel) and call use_interpreter() first")
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
+def require_triton() -> None:
+    if not triton_installed():
+        raise KernelUnavailableError(
+            "kernels='triton' needs the `triton` package, which is not installed. It ships with CUDA builds of "
+            "torch on Linux (`pip install triton` otherwise); on other systems use kernels='torch'")
+
+
+def check_runnable(tensor: torch.Tensor, jit_mode: str, op: str) -> None:
+    """Raise a clear error unless `op`'s kernels (compiled in `jit_mode`) can run on `tensor`."""
+    if tensor.is_cuda:
+        return  # compiled kernels run on CUDA; the interpreter also accepts CUDA tensors (it copies them)
+    if jit_mode == "interpreter":
+        return
+    raise KernelUnavailableError(
+        f"the Triton {op} kernel needs a CUDA tensor, but got one on {tensor.device}. On a CPU use "
+        "kernels='torch' (the same maths in PyTorch), or to step through the Triton code on the CPU, set "
+        "TRITON_INTERPRET=1 (or call minillm.kernels.use_interpreter()) before the first kernel is used, "
+        "in a fresh process")
+
+
+def block_size(n: int, limit: int = 65536) -> int:
+    """Smallest power of two >= n: a Triton block covers a whole row, and block shapes must be powers of 2."""
+    if n > limit:
+        raise ValueError(f"row length {n} exceeds the largest block this kernel fuses ({limit}); "
+                         "use kernels='torch' for such rows")
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def num_warps(block: int) -> int:
+    """Warps per program by block size (more threads for longer rows, as Liger-Kernel's heuristic)."""
+    if block >= 32768:
+        return 32
+    if block >= 8192:
+        return 16
+    if block >= 2048:
+        return 8
+    return 4
+
+
+def program_count(n_rows: int, device: torch.device) -> int:
+    """Programs for kernels that loop over rows (e.g. a weight-gradient partial sum per program).
+
+    One per streaming multiprocessor on a GPU; in the interpreter a handful, since each program is slow.
+    """
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(n_rows, sms))
+    return max(1, min(n_rows, 4))
