@@ -1,6 +1,7 @@
 """minillm.labs: solution regions become stubs, student notebooks never drift, and every lab check
 fails on the generated stub while passing on the instructor's solution."""
 import json
+import linecache
 import math
 import os
 import re
@@ -12,6 +13,9 @@ import pytest
 import torch
 
 from minillm import grading, labs
+
+if not torch.cuda.is_available():  # lab 08's cells define Triton kernels; without a GPU they must be interpreted,
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # and @triton.jit reads this when a kernel cell is executed
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, STUDENT = ROOT / "labs" / "solutions", ROOT / "labs"
@@ -192,9 +196,12 @@ def _exercises(path):
     solution = _cells(SOLUTIONS / path.name)
     namespace = {"torch": torch, "math": math}
     pairs = []
-    for (source, _), (solution_source, _) in zip(_cells(path), solution):
+    for i, ((source, _), (solution_source, _)) in enumerate(zip(_cells(path), solution)):
         if "### BEGIN SOLUTION" in solution_source:
-            exec(compile(source, f"{path.name}", "exec"), namespace)
+            # Register the cell's text under its own name, as IPython does: @triton.jit reads its function's source.
+            filename = f"<{path.parent.name}/{path.name}, cell {i}>"
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            exec(compile(source, filename, "exec"), namespace)
         pairs += CHECK_CALL.findall(source)
     assert pairs, f"{path.name} has no grading.check(...) cells"
     return [(check, namespace[fn]) for check, fn in pairs]
