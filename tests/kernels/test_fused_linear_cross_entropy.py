@@ -99,9 +99,10 @@ def test_under_autocast_gradients_keep_the_parameter_dtype(impl, device):
 
 
 def test_default_chunk_size():
-    assert default_chunk_size(8192, 50304, 768) == 128  # GPT-2: 66x more classes than width -> 8192/66 -> 128
+    assert default_chunk_size(8192, 50304, 768) == 1024  # GPT-2: 66x more classes than width, capped at 8 chunks
+    assert default_chunk_size(8192, 4096, 1024) == 2048  # 4 chunks: logits chunk ~ hidden states
     assert default_chunk_size(5, 10, 100) == 5  # small vocabulary: one chunk
-    assert default_chunk_size(1000, 300, 24) == 128  # ceil(1000 / 13) = 77 -> 128
+    assert default_chunk_size(1000, 300, 24) == 128  # ceil(300 / 24) = 13 -> capped at 8; 1000 / 8 = 125 -> 128
     assert default_chunk_size(0, 10, 4) == 1
 
 
