@@ -6,7 +6,8 @@ from minillm.train.launch import torchrun
 
 def test_torchrun_runs_every_rank(tmp_path):
     script = tmp_path / "hello.py"
-    script.write_text("import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n")
+    # one write per rank: print() with several arguments writes piece by piece, and two ranks share one pipe
+    script.write_text("import os, sys\nsys.stdout.write(f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}\\n\")\n")
     res = torchrun([str(script)], nproc=2, timeout_s=60)
     assert res.returncode == 0
     assert "rank 0 of 2" in res.stdout and "rank 1 of 2" in res.stdout
