@@ -61,6 +61,27 @@ def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def read_records(path: str | os.PathLike, require: Sequence[str] = ("rows",)) -> list[dict[str, Any]]:
+    """Every record of an append-only JSONL results file, oldest first.
+
+    Each line must be a JSON object with the fields in `require`; a malformed line raises ValueError naming its
+    line number. The file must exist (callers decide what a missing file means)."""
+    p = Path(path)
+    records = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}:{i} is not valid JSON ({e.msg}); the file is append-only JSONL") from None
+        if not isinstance(rec, dict) or not set(require) <= rec.keys():
+            raise ValueError(f"{p}:{i} has no {' and '.join(repr(k) for k in require)} field{'s' if len(require) > 1 else ''}: "
+                             "not a record of this file")
+        records.append(rec)
+    return records
+
+
 def latest_records(path: str | os.PathLike, key: str, make_hint: str) -> dict[str, dict[str, Any]]:
     """The last record of each `key` value in an append-only JSONL results file (earlier ones are history).
 
@@ -71,18 +92,7 @@ def latest_records(path: str | os.PathLike, key: str, make_hint: str) -> dict[st
     if not p.is_file():
         raise FileNotFoundError(f"no shipped results at {p}. They come with the git checkout of minillm "
                                 f"(bench/results/); clone it and install editable (`make lab`), or {make_hint}")
-    out: dict[str, dict[str, Any]] = {}
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}:{i} is not valid JSON ({e.msg}); the file is append-only JSONL") from None
-        if not isinstance(rec, dict) or not {key, "rows"} <= rec.keys():
-            raise ValueError(f"{p}:{i} has no {key!r} and 'rows' fields: not a record of this file")
-        out[rec[key]] = rec
-    return out
+    return {rec[key]: rec for rec in read_records(p, require=(key, "rows"))}
 
 
 def run_studies(studies: Mapping[str, Callable[[], list]], out: str | os.PathLike, only: Sequence[str] | None = None,

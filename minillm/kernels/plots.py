@@ -13,13 +13,13 @@ matplotlib and ipywidgets are imported inside the functions, so importing this m
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..provenance import read_records
 from ..viz import SliderPanel
 from . import roofline as rl
 
@@ -301,21 +301,6 @@ def plot_linear_ce_memory(rows: Sequence[dict]):
 # --------------------------------------------------------------------------------------------- shipped results
 
 
-def _read_records(path: Path) -> list[dict]:
-    records = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i} is not valid JSON ({e.msg}); the file is append-only JSONL") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("rows"), list):
-            raise ValueError(f"{path}:{i} has no 'rows' list: not a benchmark record")
-        records.append(rec)
-    return records
-
-
 def shipped_kernel_results(results_dir: str | Path | None = None) -> dict[str, dict | None] | None:
     """The latest GPU record of bench/results/kernels.jsonl and of mfu.jsonl, as {"kernels": rec, "mfu": rec}
     (None for a file with no GPU record); or None, after printing why, when there are none at all.
@@ -326,7 +311,7 @@ def shipped_kernel_results(results_dir: str | Path | None = None) -> dict[str, d
     found: dict[str, dict | None] = {}
     for name, filename in RESULT_FILES.items():
         path = base / filename
-        gpu = [r for r in _read_records(path) if not r.get("smoke")] if path.is_file() else []
+        gpu = [r for r in read_records(path) if not r.get("smoke")] if path.is_file() else []
         found[name] = gpu[-1] if gpu else None
     if not any(found.values()):
         print(f"No GPU kernel or MFU results are recorded in {base} yet: no run of bench/kernels.py or "

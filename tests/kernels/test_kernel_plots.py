@@ -136,7 +136,7 @@ def test_bad_records_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="kernels.jsonl:2 is not valid JSON"):
         plots.shipped_kernel_results(tmp_path)
     (tmp_path / "kernels.jsonl").write_text('{"bench": "kernels"}\n')
-    with pytest.raises(ValueError, match="no 'rows' list"):
+    with pytest.raises(ValueError, match="has no 'rows' field"):
         plots.shipped_kernel_results(tmp_path)
     with pytest.raises(ValueError, match="speedup_vs_eager"):
         plots.plot_shipped_kernels({"rows": []})
