@@ -1,7 +1,13 @@
 """Run chapter 02's emergence studies and append one record per study. Survey §2.1, Schaeffer et al. 2023.
 
-    python bench/emergence_studies.py                 # the laptop profile, ~15 min on one CPU thread
+    python bench/emergence_studies.py                 # the laptop profile: ~60 min on one CPU thread
     python bench/emergence_studies.py --size ci --only size_sweep
+
+On two cores, share the training between two processes through a model cache (how the shipped record was made):
+
+    python bench/emergence_studies.py --cache /tmp/ezoo --only size_sweep --only icl_shots --only inverse_scaling --only cot
+    python bench/emergence_studies.py --cache /tmp/ezoo --first no_cot:2 --first no_cot:4 \
+        --first no_instructions:2 --first no_instructions:4 --only instructions
 
 One `ModelZoo` trains each model size once (and the ablation arms at a few sizes) and every study evaluates
 those same models (minillm/emergence/studies.py). Appends to bench/results/emergence_studies.jsonl:
@@ -44,10 +50,18 @@ def main() -> None:
     ap.add_argument("--size", default="laptop", choices=("ci", "laptop", "gpu"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", action="append", help="run only these studies (repeatable)")
+    ap.add_argument("--cache", help="directory where trained models are saved and shared with other processes")
+    ap.add_argument("--first", action="append", default=[], metavar="ARM:INDEX",
+                    help="train (or load) these models before any study, e.g. no_cot:2 (repeatable; needs --cache "
+                         "to help another process)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run = EmergenceRun.for_size(args.size)
-    table = studies(ModelZoo(run))
+    zoo = ModelZoo(run, cache_dir=args.cache)
+    for item in args.first:
+        arm, _, index = item.partition(":")
+        zoo.get(int(index), arm)
+    table = studies(zoo)
     runs = {name: fn for name, (fn, _) in table.items()}
     summaries = {name: summarize for name, (_, summarize) in table.items()}
     for rec in run_studies(runs, args.out, args.only, summaries=summaries, size=args.size, run=asdict(run)):

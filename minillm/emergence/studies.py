@@ -84,6 +84,7 @@ class EmergenceRun:
     digits: tuple[int, ...] = (2, 3, 4)
     shots: tuple[int, ...] = (0, 1, 2, 4, 8)
     seed: int = 0
+    position: str = "rope"  # RoPE: at 3000 steps a 2-layer model adds 2 digits (EM 0.16); learned positions: 0.00
 
     @classmethod
     def for_size(cls, size: str | None = None) -> "EmergenceRun":
@@ -92,7 +93,7 @@ class EmergenceRun:
         return by_size(
             ci=cls(sizes=((1, 16), (2, 32), (2, 64)), steps=150, batch_size=8, n_chars=60_000, n_eval=40,
                    ablation_sizes=(2,), digits=(2, 3), shots=(0, 2, 8)),
-            laptop=cls(),
+            laptop=cls(steps=3000, batch_size=32, lr=3e-3, n_chars=4_000_000),
             gpu=cls(sizes=((1, 16), (1, 32), (2, 64), (3, 128), (4, 192), (6, 256), (8, 384)), steps=4000,
                     batch_size=32, n_chars=4_000_000, n_eval=500, ablation_sizes=(2, 4)),
             size=size)
@@ -112,11 +113,18 @@ def size_label(n_layer: int, n_embd: int) -> str:
 
 @dataclass
 class ModelZoo:
-    """Trains each (arm, size) once and keeps it in memory: every study reads the same models."""
+    """Trains each (arm, size) once and keeps it in memory: every study reads the same models.
+
+    With `cache_dir`, trained models are also saved there (atomically) and loaded by any other ModelZoo of the
+    same run, so several processes can share the training of a sweep (bench/emergence_studies.py --jobs): a
+    process about to train a model claims it with a lock file; the others wait for its weights instead of
+    training it twice."""
 
     run: EmergenceRun
     models: dict = field(default_factory=dict)  # (arm, index) -> (model, tokenizer, val_loss)
     evals: dict = field(default_factory=dict)
+    cache_dir: str | None = None
+    wait_s: float = 7200.0  # how long to wait for another process's model before giving up
 
     ARMS = {"base": {}, "no_cot": {"cot": False}, "no_instructions": {"instructions": False}}
 
@@ -136,16 +144,33 @@ class ModelZoo:
         if arm not in self.ARMS:
             raise ValueError(f"arm={arm!r}: choose one of {', '.join(self.ARMS)}")
         if (arm, index) not in self.models:
-            if ("mix", arm) not in self.evals:  # one text per arm: every size reads the same characters
-                rates, knobs = base_rates(**self.ARMS[arm])
-                self.evals[("mix", arm)] = pretraining_mixture(rates, self.run.n_chars, self.run.seed,
-                                                               exclude=self._exclude(), **knobs).text
-            n_layer, n_embd = self.run.sizes[index]
-            self.models[(arm, index)] = train_lm(
-                self.evals[("mix", arm)], n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // 32),
-                steps=self.run.steps, batch_size=self.run.batch_size, block_size=self.run.block_size, lr=self.run.lr,
-                seed=1337 + self.run.seed)
+            self.models[(arm, index)] = self._cached(arm, index) or self._train(arm, index)
         return self.models[(arm, index)]
+
+    def _train(self, arm: str, index: int):
+        n_layer, n_embd = self.run.sizes[index]
+        if ("mix", arm) not in self.evals:  # one text per arm: every size reads the same characters
+            rates, knobs = base_rates(**self.ARMS[arm])
+            self.evals[("mix", arm)] = pretraining_mixture(rates, self.run.n_chars, self.run.seed,
+                                                           exclude=self._exclude(), **knobs).text
+        out = train_lm(self.evals[("mix", arm)], n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // 32),
+                       steps=self.run.steps, batch_size=self.run.batch_size, block_size=self.run.block_size,
+                       lr=self.run.lr, seed=1337 + self.run.seed, model_kwargs={"position": self.run.position})
+        if self.cache_dir is not None:
+            from . import zoo_cache
+            zoo_cache.save(self._cache_path(arm, index), *out)
+        return out
+
+    def _cache_path(self, arm: str, index: int):
+        from . import zoo_cache
+        return zoo_cache.path_for(self.cache_dir, self.run, arm, index)
+
+    def _cached(self, arm: str, index: int):
+        """The model from cache_dir (waiting while another process trains it), or None: train it here."""
+        if self.cache_dir is None:
+            return None
+        from . import zoo_cache
+        return zoo_cache.load_or_claim(self._cache_path(arm, index), self.wait_s)
 
     def story_text(self) -> str:
         """Held-out story text: stories only, drawn with a seed no training mixture uses."""
