@@ -98,6 +98,18 @@ class EmergenceRun:
                     batch_size=32, n_chars=4_000_000, n_eval=500, ablation_sizes=(2, 4)),
             size=size)
 
+    @classmethod
+    def live(cls, size: str | None = None) -> "EmergenceRun":
+        """The smaller budget a chapter trains while the reader waits: ci as `for_size("ci")`; laptop 3 sizes at
+        1500 steps (~5 min on one CPU core, beside the shipped 6-size, 3000-step record); gpu as `for_size("gpu")`."""
+        from ..presets import by_size, size_profile
+
+        size = size_profile() if size is None else size
+        if by_size(ci=False, laptop=True, gpu=False, size=size):
+            return cls(sizes=((1, 32), (2, 64), (3, 96)), steps=1500, batch_size=16, lr=3e-3, n_chars=1_000_000,
+                       n_eval=100, ablation_sizes=(1,))
+        return cls.for_size(size)
+
     def __post_init__(self):
         if not self.sizes or any(len(s) != 2 or min(s) < 1 or s[1] % 16 for s in self.sizes):
             raise ValueError(f"sizes={self.sizes!r} must be (n_layer, n_embd) pairs with n_embd a multiple of 16")

@@ -63,3 +63,11 @@ def test_appearance_table_thresholds():
     assert S.appearance_table(rows)[0]["exact_match"] is None
     with pytest.raises(ValueError):
         S.appearance_table([])
+
+
+def test_live_budget_is_smaller_than_the_shipped_one_on_a_laptop():
+    EmergenceRun = S.EmergenceRun
+    live, shipped = EmergenceRun.live("laptop"), EmergenceRun.for_size("laptop")
+    assert len(live.sizes) < len(shipped.sizes) and live.steps * live.batch_size < shipped.steps * shipped.batch_size
+    assert EmergenceRun.live("ci") == EmergenceRun.for_size("ci")
+    assert EmergenceRun.live("gpu") == EmergenceRun.for_size("gpu")
