@@ -104,12 +104,14 @@ def read_jsonl(path: str | os.PathLike, field: str = "text", errors: str = "stri
     return _iter_jsonl(path, field, errors)
 
 
-def _iter_jsonl(path: Path, field: str, errors: str) -> Iterator[str]:
-    n_docs = 0
-    offset = 0
+def iter_jsonl_objects(path: str | os.PathLike, encoding: str = "utf-8",
+                       errors: str = "strict") -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file; a bad byte, invalid JSON or a line
+    that is not a JSON object raises ValueError naming the file and line."""
+    path, offset = Path(path), 0
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            line = _decode(raw, path, "utf-8", errors, offset=offset, where=f":{lineno}")
+            line = _decode(raw, path, encoding, errors, offset=offset, where=f":{lineno}")
             offset += len(raw)
             if not line.strip():
                 continue
@@ -119,16 +121,22 @@ def _iter_jsonl(path: Path, field: str, errors: str) -> Iterator[str]:
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-            if field not in obj:
-                raise ValueError(
-                    f"{path}:{lineno}: no field {field!r}; keys present: {sorted(obj)}. "
-                    f"Pass field=... to choose the one holding the text"
-                )
-            value = obj[field]
-            if not isinstance(value, str):
-                raise ValueError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, expected a string")
-            n_docs += 1
-            yield value
+            yield lineno, obj
+
+
+def _iter_jsonl(path: Path, field: str, errors: str) -> Iterator[str]:
+    n_docs = 0
+    for lineno, obj in iter_jsonl_objects(path, "utf-8", errors):
+        if field not in obj:
+            raise ValueError(
+                f"{path}:{lineno}: no field {field!r}; keys present: {sorted(obj)}. "
+                f"Pass field=... to choose the one holding the text"
+            )
+        value = obj[field]
+        if not isinstance(value, str):
+            raise ValueError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, expected a string")
+        n_docs += 1
+        yield value
     if n_docs == 0:
         raise ValueError(f"{path} holds no JSON lines, only blank ones")
 

@@ -104,7 +104,7 @@ def train_dpo(policy: nn.Module, ref: nn.Module | None, pairs: Sequence, templat
     computed once up front (it never changes). Logs loss, reward accuracy (share of pairs whose implicit reward
     prefers the chosen response) and the mean reward margin. Returns `sft.optimize`'s history.
     """
-    from .sft import optimize  # the shared minimal loop
+    from .sft import epoch_sampler, optimize  # the shared minimal loop
 
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not valid; choose one of {', '.join(LOSSES)}")
@@ -126,14 +126,10 @@ def train_dpo(policy: nn.Module, ref: nn.Module | None, pairs: Sequence, templat
             parts = [pair_logprobs(ref, *_rows(ids, mask, torch.arange(s, min(s + 64, N)), N, device))
                      for s in range(0, N, 64)]  # chunks of 64 pairs keep the reference pass's memory bounded
         ref_c, ref_r = (torch.cat([p[i] for p in parts]).cpu() for i in (0, 1))
-    g = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
+    draw = epoch_sampler(N, cfg.batch_size, cfg.seed)
 
     def batch_loss():
-        nonlocal order
-        if len(order) < cfg.batch_size:  # a fresh permutation each epoch
-            order = torch.randperm(N, generator=g).tolist()
-        idx, order = torch.tensor(order[: cfg.batch_size]), order[cfg.batch_size:]
+        idx = draw()
         pc, pr = pair_logprobs(policy, *_rows(ids, mask, idx, N, device), average=loss == "simpo")
         if loss == "simpo":
             value, rc, rr = simpo_loss(pc, pr, beta, gamma)

@@ -115,7 +115,7 @@ def pair_rewards(rm: RewardModel, template: ChatTemplate, pairs: Sequence,
 def train_reward_model(rm: RewardModel, template: ChatTemplate, pairs: Sequence, cfg: TrainConfig) -> list[dict]:
     """Fit `rm` to preference pairs ({"prompt", "chosen", "rejected"}) with the Bradley-Terry loss; logs the
     batch accuracy. Uses `sft.optimize` (TrainConfig's lr schedule, clipping, accumulation). Returns history."""
-    from .sft import optimize
+    from .sft import epoch_sampler, optimize
 
     N = len(pairs)
     if N == 0:
@@ -125,14 +125,10 @@ def train_reward_model(rm: RewardModel, template: ChatTemplate, pairs: Sequence,
     device = resolve_device(cfg.device)
     ids, _, lengths = template.preference_batch(pairs, max_len=rm.config.block_size)  # (2N, T), chosen first
     rm.to(device)
-    g = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
+    draw = epoch_sampler(N, cfg.batch_size, cfg.seed)
 
     def batch_loss():
-        nonlocal order
-        if len(order) < cfg.batch_size:  # a fresh permutation each epoch
-            order = torch.randperm(N, generator=g).tolist()
-        idx, order = torch.tensor(order[: cfg.batch_size]), order[cfg.batch_size:]
+        idx = draw()
         rows = torch.cat([idx, idx + N])
         T = int(lengths[rows].max())  # crop the shared padding
         r = rm(ids[rows, :T].to(device), lengths[rows].to(device))  # (2b,)

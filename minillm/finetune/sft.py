@@ -24,7 +24,6 @@ reward model train through it too.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -212,23 +211,10 @@ def load_jsonl(path: str | os.PathLike) -> list[Conversation]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no JSONL file at {path}" + (" (it is a directory)" if path.is_dir() else ""))
-    out, offset = [], 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):  # a loop over lines (documents)
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{where}: not valid UTF-8 at byte offset {offset + e.start} (bytes "
-                                 f"{raw[e.start:e.start + 4]!r}); convert the file to UTF-8") from None
-            offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            out.append(Conversation(_line_to_messages(obj, where), {"source": str(path), "line": lineno}))
+    from ..data.sources import iter_jsonl_objects
+
+    out = [Conversation(_line_to_messages(obj, f"{path}:{lineno}"), {"source": str(path), "line": lineno})
+           for lineno, obj in iter_jsonl_objects(path)]  # a loop over lines (documents)
     if not out:
         raise ValueError(f"{path} holds no conversations (only blank lines)")
     return out
@@ -320,6 +306,22 @@ def sft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 # ---- the loop (shared with DPO and the reward model) -----------------------------------------------------------
+
+def epoch_sampler(n: int, batch_size: int, seed: int) -> Callable[[], torch.Tensor]:
+    """draw() -> the next `batch_size` indices of range(n), from a fresh seeded permutation each epoch (the tail
+    of an epoch too short for a batch is dropped, so every batch has the same size)."""
+    g = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+
+    def draw() -> torch.Tensor:
+        nonlocal order
+        if len(order) < batch_size:
+            order = torch.randperm(n, generator=g).tolist()
+        idx, order = torch.tensor(order[:batch_size]), order[batch_size:]
+        return idx
+
+    return draw
+
 
 def optimize(model: torch.nn.Module, cfg: TrainConfig,
              batch_loss: Callable[[], torch.Tensor | tuple[torch.Tensor, dict]]) -> list[dict]:

@@ -130,7 +130,7 @@ def test_load_jsonl_both_shapes_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:2: invalid JSON"):
         load_jsonl(bad)
     bad.write_bytes(json.dumps(rows[0]).encode() + b"\n" + b'{"instruction": "caf\xe9", "output": "x"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid UTF-8"):
+    with pytest.raises(ValueError, match=r"(?i)bad.jsonl:2: not valid utf-8"):
         load_jsonl(bad)
     bad.write_text(json.dumps({"instruction": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: missing key\(s\) \['output'\]"):
