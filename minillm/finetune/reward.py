@@ -7,9 +7,8 @@ which has attended to the whole conversation. Trained on pairs (chosen y_w, reje
 Bradley-Terry model p(y_w > y_l) = sigmoid(r_w - r_l), i.e. the loss -log sigmoid(r_w - r_l): only reward
 DIFFERENCES are learned, so the scale's zero is arbitrary (PPO normalises or uses a KL-penalised difference).
 
-Hidden states: minillm's GPT.forward returns logits only. Rather than copy its forward (positions, RoPE, blocks)
-here, `RewardModel` captures the output of the backbone's final norm (`norm_f`) with a forward hook held only
-for the duration of one call; the unused (B, T, V) logits are the price of not duplicating that code.
+Hidden states come from `GPT.hidden_states` (the final-norm output the lm_head would read), so no (B, T, V)
+logits are computed for a reward.
 """
 from __future__ import annotations
 
@@ -36,8 +35,8 @@ class RewardModel(nn.Module):
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
-        if not hasattr(backbone, "norm_f") or not hasattr(backbone, "config"):
-            raise ValueError("RewardModel needs a minillm GPT backbone (with .norm_f and .config); got "
+        if not hasattr(backbone, "hidden_states") or not hasattr(backbone, "config"):
+            raise ValueError("RewardModel needs a minillm GPT backbone (with .hidden_states and .config); got "
                              f"{type(backbone).__name__}")
         self.backbone = backbone
         self.config = backbone.config
@@ -50,14 +49,8 @@ class RewardModel(nn.Module):
         return cls(copy.deepcopy(model))
 
     def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
-        """Final-norm hidden states (B, T, C) of the backbone for ids (B, T)."""
-        captured: list[torch.Tensor] = []
-        handle = self.backbone.norm_f.register_forward_hook(lambda _m, _inp, out: captured.append(out))
-        try:
-            self.backbone(ids)
-        finally:
-            handle.remove()  # never leave a hook behind on a module the caller may use elsewhere
-        return captured[-1]
+        """Final-norm hidden states (B, T, C) of the backbone for ids (B, T) (no vocabulary logits computed)."""
+        return self.backbone.hidden_states(ids)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Reward of each row (B,) in float32, read at its last real token: position lengths-1 (right padding),

@@ -125,17 +125,10 @@ class GPT(nn.Module):
         self.loss_fn = fn
 
     # --- forward ------------------------------------------------------------------------------------------
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None):
-        """idx (B, T) token ids -> (logits (B, T, V), loss or None).
-
-        With kernels='triton' and targets, logits is None: the fused loss never builds them (see `fuse_loss`).
-
-        targets (B, T): next-token ids, -100 where no loss is wanted. prefix_len: length of the
-        bidirectional prefix (attention_mask='prefix'). cache: a KVCache for incremental decoding.
-        With MoE layers the loss includes moe_aux_weight * aux + moe_z_weight * z summed over layers
-        (`last_aux_loss`); subtract it for the pure LM loss.
-        """
+    def hidden_states(self, idx: torch.Tensor, *, prefix_len: int | torch.Tensor | None = None,
+                      cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) -> the final-norm hidden states (B, T, C): what the output layer reads. Reward and value
+        heads (Survey §5.2) put their own projection on these instead of the vocabulary logits."""
         cfg = self.config
         B, T = idx.shape
         offset = cache.pos if cache is not None else 0
@@ -164,7 +157,21 @@ class GPT(nn.Module):
                 x = block(x, rope=rope, prefix_len=prefix_len, cache=cache, layer=i)
         if cache is not None:
             cache.pos += T
-        h = self.norm_f(x)  # (B, T, C)
+        return self.norm_f(x)  # (B, T, C)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None):
+        """idx (B, T) token ids -> (logits (B, T, V), loss or None).
+
+        With kernels='triton' and targets, logits is None: the fused loss never builds them (see `fuse_loss`).
+
+        targets (B, T): next-token ids, -100 where no loss is wanted. prefix_len: length of the
+        bidirectional prefix (attention_mask='prefix'). cache: a KVCache for incremental decoding.
+        With MoE layers the loss includes moe_aux_weight * aux + moe_z_weight * z summed over layers
+        (`last_aux_loss`); subtract it for the pure LM loss.
+        """
+        cfg = self.config
+        h = self.hidden_states(idx, prefix_len=prefix_len, cache=cache)  # (B, T, C)
         logits = loss = None
         if targets is not None and self._loss_is_fused():
             # lm_head and cross-entropy in token chunks: only a chunk's logits exist at a time (Survey §4.3)
