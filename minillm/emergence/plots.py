@@ -91,7 +91,7 @@ def plot_icl_shots(rows: Sequence[Mapping], metric: str = "exact_match"):
 
 
 def plot_cot(rows: Sequence[Mapping]):
-    """One panel per digit count: greedy exact match vs size, CoT prompt vs direct prompt; the arm trained
+    """One panel per digit count: greedy exact match vs size, CoT vs direct vs free prompt; the arm trained
     without traces as separate markers. The digit counts beyond training (out of distribution) are marked."""
     import matplotlib.pyplot as plt
 
@@ -100,6 +100,7 @@ def plot_cot(rows: Sequence[Mapping]):
     fig, axes = plt.subplots(1, len(digits), figsize=(3.6 * len(digits), 3.2), squeeze=False, sharey=True,
                              layout="constrained")
     styles = {("base", "cot"): dict(color="tab:blue"), ("base", "direct"): dict(color="tab:orange"),
+              ("base", "free"): dict(color="tab:green", ls=":"),
               ("no_cot", "cot"): dict(color="tab:blue", ls="none", marker="x", ms=9),
               ("no_cot", "direct"): dict(color="tab:orange", ls="none", marker="x", ms=9)}
     for ax, d in zip(axes[0], digits):

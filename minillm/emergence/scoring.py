@@ -30,12 +30,24 @@ def _block(model) -> int | None:
     return getattr(getattr(model, "config", None), "block_size", None)
 
 
+def _token_ids(tokenizer, chars: str) -> list[int]:
+    """The id of each character in `chars` (each must be one token)."""
+    ids = [tokenizer.encode(c) for c in chars]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"forbid_first={chars!r}: every character must be exactly one token")
+    return [i[0] for i in ids]
+
+
 @torch.no_grad()
 def score_examples(model: torch.nn.Module, tokenizer, examples: Sequence[Example], batch_size: int = 64,
-                   return_tokens: bool = False) -> dict[str, np.ndarray]:
+                   return_tokens: bool = False, forbid_first: str = "") -> dict[str, np.ndarray]:
     """Teacher-forced scores of each example's answer. The target is ``answer + "\\n"`` (the newline says the
     answer is over: "85" and "850" differ), conditioned on ``prompt + trace`` (for CoT examples, on the GOLD
     working; use `score_generated` for the model's own).
+
+    forbid_first: characters the FIRST answer token may not be; its distribution is renormalised without them.
+    A model trained on additions with and without working may open "37+48=" with "[" (start writing working);
+    forbid_first="[" asks for its direct answer, as `greedy_complete(..., forbid_first="[")` does.
 
     Returns per-example (N,) arrays: exact_match, token_accuracy, logprob_mean, logprob_sum, brier, n_tokens;
     with return_tokens also (N, L) token_logprob (nan-padded), token_correct and token_mask.
@@ -81,6 +93,9 @@ def score_examples(model: torch.nn.Module, tokenizer, examples: Sequence[Example
             logp = torch.log_softmax(_logits(model, x.to(device)).float(), -1).cpu()  # (b, T, V)
             V = logp.shape[-1]
             sel = logp.gather(1, pos[..., None].expand(-1, -1, V))  # (b, Lt, V)
+            if forbid_first:
+                sel[:, 0, _token_ids(tokenizer, forbid_first)] = float("-inf")
+                sel[:, 0] = torch.log_softmax(sel[:, 0], -1)  # renormalised over the allowed tokens
             lp = sel.gather(-1, gold[..., None])[..., 0]             # (b, Lt) log p(gold token)
             pred = sel.argmax(-1)                                    # (b, Lt)
             g, m, p = gold.numpy(), mask.numpy(), pred.numpy()
@@ -104,8 +119,9 @@ def score_examples(model: torch.nn.Module, tokenizer, examples: Sequence[Example
 
 @torch.no_grad()
 def greedy_complete(model: torch.nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int,
-                    stop: str = "\n", batch_size: int = 64) -> list[str]:
-    """Greedy continuation of each prompt, up to (not including) `stop` or `max_new_tokens` tokens.
+                    stop: str = "\n", batch_size: int = 64, forbid_first: str = "") -> list[str]:
+    """Greedy continuation of each prompt, up to (not including) `stop` or `max_new_tokens` tokens; the first
+    token is never one of the characters in `forbid_first` (e.g. "[" to ask for an answer without working).
 
     Prompts of equal length are decoded together in batches: no padding, so no attention mask is needed and each
     row is exactly what decoding it alone would give."""
@@ -131,8 +147,13 @@ def greedy_complete(model: torch.nn.Module, tokenizer, prompts: Sequence[str], m
             rows = members[s:s + batch_size]
             idx = torch.tensor([ids[i] for i in rows], dtype=torch.long, device=device)  # (b, L)
             # a KV cache where the model offers one (minillm.GPT); any other causal LM is re-run on the prefix
-            new = generate(model, idx, max_new_tokens, temperature=0.0, stop_tokens=stop_ids,
-                           use_cache=hasattr(model, "make_cache"))[:, L:].cpu()
+            if forbid_first:  # choose the first token here, without the forbidden ones; greedy after that
+                first = _logits(model, idx)[:, -1].float()  # (b, V)
+                first[:, _token_ids(tokenizer, forbid_first)] = float("-inf")
+                idx = torch.cat([idx, first.argmax(-1, keepdim=True)], 1)  # (b, L + 1)
+            steps = max_new_tokens - idx.shape[1] + L
+            new = (generate(model, idx, steps, temperature=0.0, stop_tokens=stop_ids,
+                            use_cache=hasattr(model, "make_cache")) if steps else idx)[:, L:].cpu()
             for r, i in enumerate(rows):
                 text = tokenizer.decode(new[r].tolist())
                 out[i] = text.split(stop, 1)[0]
@@ -140,7 +161,7 @@ def greedy_complete(model: torch.nn.Module, tokenizer, prompts: Sequence[str], m
 
 
 def score_generated(model: torch.nn.Module, tokenizer, examples: Sequence[Example], max_new_tokens: int | None = None,
-                    batch_size: int = 64) -> dict[str, np.ndarray]:
+                    batch_size: int = 64, forbid_first: str = "") -> dict[str, np.ndarray]:
     """Let the model write its own continuation of each prompt (greedy), extract the answer and score it.
 
     For examples with working (CoT) the answer is what follows ANSWER_MARK, and a continuation without the marker
@@ -150,7 +171,8 @@ def score_generated(model: torch.nn.Module, tokenizer, examples: Sequence[Exampl
         raise ValueError("no examples to score")
     if max_new_tokens is None:
         max_new_tokens = int(1.5 * max(len(e.trace) + len(e.answer) + 1 for e in examples)) + 4
-    comps = greedy_complete(model, tokenizer, [e.prompt for e in examples], max_new_tokens, "\n", batch_size)
+    comps = greedy_complete(model, tokenizer, [e.prompt for e in examples], max_new_tokens, "\n", batch_size,
+                            forbid_first)
     preds = [extract_answer(c, require_marker=bool(e.trace)) for c, e in zip(comps, examples)]
     em = M.exact_match([p if p is not None else "\n" for p in preds], [e.answer for e in examples])
     return {"exact_match": em, "prediction": np.array(preds, dtype=object), "completion": np.array(comps, dtype=object)}

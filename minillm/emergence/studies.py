@@ -26,6 +26,7 @@ import numpy as np
 
 from . import metrics as M
 from .mixture import EVAL_STREAM, eval_examples, pretraining_mixture, stream_seed
+from .task_base import TRACE_OPEN
 from .scoring import (heldout_loss, icl_accuracy_by_shots, inverse_scaling_rates, score_examples, score_generated,
                       train_lm)
 
@@ -206,7 +207,9 @@ def size_sweep(zoo: ModelZoo, tasks: dict[str, tuple[str, dict]] = SWEEP_TASKS) 
         model, tok, val = zoo.get(i)
         info = {**zoo.size_info(i), "val_loss": float(val), "heldout_loss": heldout_loss(model, tok, zoo.story_text())}
         for name, (task, knobs) in tasks.items():
-            sc = score_examples(model, tok, zoo.eval_set(task, **knobs))
+            # Half the training additions open with "[" (working): ask for the direct answer, not the working.
+            forbid = TRACE_OPEN if task in ("addition", "multiplication") and not knobs.get("cot") else ""
+            sc = score_examples(model, tok, zoo.eval_set(task, **knobs), forbid_first=forbid)
             rows.append({**info, "task": name, "n": zoo.run.n_eval, **M.summarize(sc)})
     return rows
 
@@ -225,17 +228,22 @@ def icl_by_shots(zoo: ModelZoo, tasks: Sequence[str] = ("kv_map", "linear")) -> 
 
 
 def cot_study(zoo: ModelZoo) -> list[dict]:
-    """Greedy answers to addition with the CoT prompt (the model writes its working, then the answer) and the
-    direct prompt, per size and digit count. Training has 1-3 digits, so 4 digits is out of distribution. The
-    no_cot arm (no working in training) is evaluated the same way at `ablation_sizes`."""
+    """Greedy answers to addition, per size and digit count, under three prompts: "cot" (the prompt ends in "[":
+    the model writes its working, then the answer), "direct" (the plain prompt with "[" forbidden as the first
+    character: an answer without working) and "free" (the plain prompt; the model chooses; the answer is what
+    follows its "]" if it wrote working). Training has 1-3 digits, so 4 digits is out of distribution. The no_cot
+    arm (no working in training) is evaluated the same way at `ablation_sizes`."""
     rows = []
     arms = [("base", i) for i in range(len(zoo.run.sizes))] + [("no_cot", i) for i in zoo.run.ablation_sizes]
     for arm, i in arms:
         model, tok, _ = zoo.get(i, arm)
         for d in zoo.run.digits:
-            for prompt, cot in (("cot", True), ("direct", False)):
+            for prompt, cot in (("cot", True), ("direct", False), ("free", False)):
                 ex = zoo.eval_set("addition", digits=d, cot=cot)
-                em = score_generated(model, tok, ex)["exact_match"]
+                if prompt == "free":  # the plain prompt "37+48=": the model may write working first, or not
+                    em = score_generated(model, tok, ex, max_new_tokens=12 * d + 8)["exact_match"]
+                else:  # cot: the prompt ends in "[", so it writes working; direct: "[" is forbidden as first char
+                    em = score_generated(model, tok, ex, forbid_first="" if cot else TRACE_OPEN)["exact_match"]
                 acc, se = M.mean_se(em)
                 rows.append({**zoo.size_info(i), "arm": arm, "trained_with_traces": arm == "base", "digits": d,
                              "prompt": prompt, "exact_match": acc, "exact_match_se": se, "n": len(ex),

@@ -42,8 +42,8 @@ def test_studies_rows(zoo):
         assert 0 <= r["exact_match"] <= r["token_accuracy"] + 1e-9 <= 1 + 1e-9 and r["logprob_mean"] < 0
     assert len(S.icl_by_shots(zoo)) == 2 * 2 * 2
     cot = S.cot_study(zoo)
-    assert {(r["arm"], r["prompt"]) for r in cot} == {("base", "cot"), ("base", "direct"), ("no_cot", "cot"),
-                                                      ("no_cot", "direct")}
+    assert {(r["arm"], r["prompt"]) for r in cot} == {(arm, p) for arm in ("base", "no_cot")
+                                                      for p in ("cot", "direct", "free")}
     ins = S.instruction_study(zoo)
     assert {r["arm"] for r in ins} == {"base", "no_instructions"}
     inv = S.inverse_scaling_study(zoo)
