@@ -11,6 +11,7 @@ memory-efficient (§5.4) adaptation.
     rl.py        PPO (value model, GAE, KL penalty, clipping) and GRPO; rollout.py / rl_ppo.py / rl_grpo.py
     peft.py      LoRA, adapters, prefix and prompt tuning (§5.3)
     quant.py     weight-only int8/int4 post-training quantization (§5.4)
+    studies_peft.py  PEFT comparison, LoRA rank sweep, quantization cost (§5.3, §5.4)
 
 Names load lazily on first use (`minillm.finetune.dpo_loss` imports dpo.py then): importing the package does no
 work, and a submodule is only imported when one of its names is asked for.
@@ -36,6 +37,8 @@ _MODULES = {  # submodule -> its public names (each module's __all__)
             "apply_prefix_tuning PromptTuning PEFTReport trainable_parameters peft_report",
     "quant": "quantize_tensor dequantize pack_int4 unpack_int4 QuantizedWeight QuantLinear QuantEmbedding QuantReport "
              "quantize_model model_bytes",
+    "studies_peft": "PEFT_METHODS PEFTStudyConfig pretrain_base pretraining_text apply_method sft_task peft_comparison "
+                    "lora_trainable_count lora_rank_sweep quantization_cost",
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names.split()}
 
