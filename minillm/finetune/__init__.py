@@ -12,6 +12,8 @@ memory-efficient (§5.4) adaptation.
     peft.py      LoRA, adapters, prefix and prompt tuning (§5.3)
     quant.py     weight-only int8/int4 post-training quantization (§5.4)
     studies_peft.py  PEFT comparison, LoRA rank sweep, quantization cost (§5.3, §5.4)
+    preferences.py   a synthetic judge with a known hidden reward, preference pairs with label noise (§5.2)
+    studies_align.py SFT -> reward model -> DPO / GRPO / PPO measured on the hidden reward; the KL sweep
 
 Names load lazily on first use (`minillm.finetune.dpo_loss` imports dpo.py then): importing the package does no
 work, and a submodule is only imported when one of its names is asked for.
@@ -39,6 +41,10 @@ _MODULES = {  # submodule -> its public names (each module's __all__)
              "quantize_model model_bytes",
     "studies_peft": "PEFT_METHODS PEFTStudyConfig pretrain_base pretraining_text apply_method sft_task peft_comparison "
                     "lora_trainable_count lora_rank_sweep quantization_cost",
+    "preferences": "POLITE HARMFUL CORRECT_BONUS STYLE_BONUS HARM_PENALTY KINDS user_text answer_for HiddenReward "
+                   "perturb_answer make_candidate make_preference_pairs reward_model_agreement",
+    "studies_align": "AlignSetup prepare_alignment learned_reward_fn evaluate_policy run_rl sft_then_align "
+                     "kl_sweep",
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names.split()}
 
