@@ -35,11 +35,14 @@ def _same(got: Any, wrong: Any) -> bool:
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True))
 
 
-def diagnosing(mistakes: Sequence[Mistake], compare: Callable = compare_numbers) -> Callable:
+def diagnosing(mistakes: Sequence[Mistake], compare: Callable = compare_numbers, *, runner: Callable | None = None,
+               same: Callable[[Any, Any], bool] | None = None) -> Callable:
     """A compare function: `compare`, and on a mismatch, name the first mistake whose output the student matched.
 
     The case's arguments are rebuilt with `case.make()` (cases build fresh, seeded inputs), so the mistakes run on
-    exactly what the student's function saw."""
+    exactly what the student's function saw; with `runner`, each mistake runs through it as the student's function
+    did (runner(fn, *args)). `same` decides "equal outputs" (default: numbers/arrays/strings, `_same`)."""
+    same = _same if same is None else same
 
     def compare_and_diagnose(got, expected, spec: Check, case: Case) -> float:
         try:
@@ -47,10 +50,10 @@ def diagnosing(mistakes: Sequence[Mistake], compare: Callable = compare_numbers)
         except _Mismatch as err:
             for wrong, advice in mistakes:
                 try:
-                    mistaken = wrong(*case.make())
+                    mistaken = runner(wrong, *case.make()) if runner else wrong(*case.make())
                 except Exception:  # a mistake that cannot run on these inputs is simply not this one
                     continue
-                if _same(got, mistaken) and not _same(expected, mistaken):
+                if same(got, mistaken) and not same(expected, mistaken):
                     raise _Mismatch(f"{err}; your output equals what this common mistake gives", advice) from None
             raise
 

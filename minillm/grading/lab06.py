@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from .core import Case, Check, _compare, _Mismatch, register_check
+from .diagnose import Mistake, diagnosing
 
 IGNORE = -100
-Mistake = tuple[Callable[..., Any], str]
 
 
 # ------------------------------------------------------------------------------------------------ comparing tuples
@@ -59,21 +59,7 @@ def _compare_tuple(got: Any, expected: tuple, spec: Check, case: Case, names: Se
 def _diagnosing(names: Sequence[str], mistakes: Sequence[Mistake], runner: Callable | None = None) -> Callable:
     """A compare function for tuple outputs: `_compare_tuple`, and on a mismatch name the first mistake whose output
     the student's equals; with `runner`, each mistake runs through it as the student's function did."""
-
-    def compare(got, expected, spec: Check, case: Case) -> float:
-        try:
-            return _compare_tuple(got, expected, spec, case, names)
-        except _Mismatch as err:
-            for wrong, advice in mistakes:
-                try:
-                    mistaken = runner(wrong, *case.make()) if runner else wrong(*case.make())
-                except Exception:  # a mistake that cannot run on these inputs is not this one
-                    continue
-                if _same(got, mistaken) and not _same(expected, mistaken):
-                    raise _Mismatch(f"{err}; your output equals what this common mistake gives", advice) from None
-            raise
-
-    return compare
+    return diagnosing(mistakes, partial(_compare_tuple, names=names), runner=runner, same=_same)
 
 
 # ------------------------------------------------------------------------------------------------ 1. response targets
@@ -346,7 +332,7 @@ def _register_lab06() -> None:
         summary="lora_forward(x, W, A, B, alpha, rank) -> x @ W.T + (alpha/rank) * x @ A.T @ B.T, (..., out)",
         hint="W is (out, in), A (rank, in), B (out, rank): F.linear(x, W) + (alpha / rank) * F.linear(F.linear(x, A), "
              "B).",
-        reference=_lora_forward_reference, compare=_single(_LORA_MISTAKES), atol=1e-5, rtol=1e-4,
+        reference=_lora_forward_reference, compare=diagnosing(_LORA_MISTAKES, _compare, same=_same), atol=1e-5, rtol=1e-4,
         cases=(
             Case("square: in = out = rank = 6, alpha 3 (order and transposes matter)",
                  partial(_lora_case, 1, 6, 6, 6, 3.0), grad=True),
@@ -376,25 +362,6 @@ def _merge_args(seed: int, *args) -> tuple:
     """(W, A, B, alpha, rank, x): the LoRA case's tensors with x moved last (the student's merge never sees it)."""
     x, W, A, B, alpha, rank = _lora_case(seed, *args)
     return W, A, B, alpha, rank, x
-
-
-def _single(mistakes: Sequence[Mistake]) -> Callable:
-    """Compare one tensor (core's comparison) and name a mistake on a mismatch."""
-
-    def compare(got, expected, spec: Check, case: Case) -> float:
-        try:
-            return _compare(got, expected, spec, case)
-        except _Mismatch as err:
-            for wrong, advice in mistakes:
-                try:
-                    mistaken = wrong(*case.make())
-                except Exception:
-                    continue
-                if _same(got, mistaken) and not _same(expected, mistaken):
-                    raise _Mismatch(f"{err}; your output equals what this common mistake gives", advice) from None
-            raise
-
-    return compare
 
 
 _register_lab06()  # cheap: builds Check objects only
