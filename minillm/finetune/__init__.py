@@ -40,7 +40,7 @@ _MODULES = {  # submodule -> its public names (each module's __all__)
     "quant": "quantize_tensor dequantize pack_int4 unpack_int4 QuantizedWeight QuantLinear QuantEmbedding QuantReport "
              "quantize_model model_bytes",
     "studies_peft": "PEFT_METHODS PEFTStudyConfig pretrain_base pretraining_text apply_method sft_task peft_comparison "
-                    "lora_trainable_count lora_rank_sweep quantization_cost",
+                    "lora_trainable_count lora_rank_sweep quantization_cost study_config",
     "preferences": "POLITE HARMFUL CORRECT_BONUS STYLE_BONUS HARM_PENALTY KINDS user_text answer_for HiddenReward "
                    "perturb_answer make_candidate make_preference_pairs reward_model_agreement",
     "studies_align": "AlignSetup prepare_alignment learned_reward_fn evaluate_policy run_rl sft_then_align "

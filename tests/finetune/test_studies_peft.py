@@ -6,9 +6,10 @@ import torch
 import torch.nn as nn
 
 from minillm.emergence.mixture import pretraining_mixture
-from minillm.finetune.chat import chat_tokenizer
+from minillm.finetune.chat import ASSISTANT, USER, chat_tokenizer
 from minillm.finetune.studies_peft import (PEFT_METHODS, PEFTStudyConfig, apply_method, lora_rank_sweep,
-                                           lora_trainable_count, peft_comparison, pretrain_base, quantization_cost)
+                                           lora_trainable_count, peft_comparison, pretrain_base, pretraining_text,
+                                           quantization_cost, sft_task, study_config)
 
 CFG = PEFTStudyConfig(steps=12, batch_size=8, n_train=96, n_eval=16)
 
@@ -34,10 +35,11 @@ def test_peft_comparison_rows_and_parameter_economics(base):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     rows = peft_comparison(base, PEFT_METHODS, budget=12, cfg=CFG)
     assert [r["method"] for r in rows] == list(PEFT_METHODS)
-    keys = {"method", "trainable", "trainable_frac", "train_memory_bytes", "accuracy", "loss", "seconds"}
+    keys = {"method", "trainable", "trainable_frac", "train_memory_bytes", "accuracy", "accuracy_seen", "loss",
+            "seconds"}
     for r in rows:
         assert keys <= set(r) and _finite(r), r
-        assert 0 <= r["accuracy"] <= 1 and r["steps"] == 12
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["accuracy_seen"] <= 1 and r["steps"] == 12
     by = {r["method"]: r for r in rows}
     full = by["full"]
     assert full["trainable_frac"] == 1.0 and full["train_memory_bytes"] == full["full_ft_memory_bytes"]
@@ -63,6 +65,38 @@ def test_apply_method_freezes_the_base_except_full(base):
     assert names and all(n.endswith(("lora_A", "lora_B")) for n in names)
     prompt = apply_method(base, "prompt", CFG)
     assert [n for n, p in prompt.named_parameters() if p.requires_grad] == ["prompt"]
+
+
+def test_lora_targets_set_which_linears_get_lora(base):
+    C, L = base.config.n_embd, base.config.n_layer
+    lora = apply_method(base, "lora", CFG.replace(lora_targets=("wq", "wo")))
+    n = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert n == L * 2 * CFG.lora_rank * (C + C)  # wq and wo are both (C -> C)
+
+
+def test_study_config_profiles_and_families():
+    lap = study_config("laptop")
+    assert lap.families == ("count", "first") and lap.steps == 600 and lap.n_eval == 128
+    assert study_config("ci").steps == 40 and len(study_config("ci").families) == 7  # "all"
+    assert study_config("laptop", steps=5).steps == 5  # overrides re-validate
+    cfg = PEFTStudyConfig(n_train=16, n_eval=8, families="count")
+    x, y, heldout, seen, _ = sft_task(cfg, 48)
+    assert x.shape == y.shape and len(heldout) == len(seen) == 8
+    assert all(c.answer.isdigit() for c in heldout + seen)  # only the count family
+    assert {c.meta["family"] for c in heldout} == {"count"}
+    with pytest.raises(ValueError, match="families=.*give 'all' or names"):
+        PEFTStudyConfig(families=("count", "shout"))
+
+
+def test_pretraining_text_renders_stories_not_tasks_as_chats():
+    plain, chat = pretraining_text("ci", chat_fraction=0.0), pretraining_text("ci", chat_fraction=1.0)
+    assert USER not in plain and ASSISTANT not in plain
+    chats = [ln for ln in chat.splitlines() if ln.startswith(USER)]
+    assert len(chats) > 10 and all(ASSISTANT in ln for ln in chats)
+    # instruction lines stay plain text: SFT, not pretraining, teaches the tasks in chat form
+    assert not any(k in ln for ln in chats for k in ("letters", "Reverse", "Uppercase"))
+    with pytest.raises(ValueError, match="chat_fraction"):
+        pretraining_text("ci", chat_fraction=1.5)
 
 
 def test_lora_rank_sweep_trainable_is_exactly_linear_in_rank(base):
