@@ -32,6 +32,9 @@ __all__ = ["AlignSetup", "prepare_alignment", "learned_reward_fn", "evaluate_pol
            "kl_sweep"]
 
 FAMILIES = ("first", "last", "upper")  # short answers a tiny model learns in seconds
+# laptop (one CPU core, ~10 min for the whole study): two families a 0.8M model learns in a few hundred steps
+# ("upper" needs far more); evaluation there is on unseen words in the training phrasings (see prepare_alignment).
+LAPTOP_FAMILIES = ("first", "last")
 
 
 @dataclass
@@ -56,10 +59,17 @@ def _tcfg(steps: int, batch: int, lr: float, seed: int) -> TrainConfig:
 
 
 def prepare_alignment(model: torch.nn.Module | None = None, *, seed: int = 0, size: str | None = None,
-                      families: tuple[str, ...] = FAMILIES, harm_rate: float = 0.2, noise: float = 0.1,
-                      sft_steps: int | None = None, rm_steps: int | None = None) -> AlignSetup:
+                      families: tuple[str, ...] | None = None, harm_rate: float = 0.2, noise: float = 0.1,
+                      sft_steps: int | None = None, rm_steps: int | None = None,
+                      pretrain_steps: int | None = None, eval_split: str | None = None) -> AlignSetup:
     """SFT a model (given, or a fresh `tiny`/`small` GPT with the chat vocabulary) on instruction conversations
-    (a share harm_rate of answers end in "!!"), then fit a reward model on judged pairs with label noise."""
+    (a share harm_rate of answers end in "!!"), then fit a reward model on judged pairs with label noise.
+    pretrain_steps (default by size; 0 = none) first trains the base on the same conversations with the loss on
+    EVERY token (a stand-in for pretraining on task text): response tokens alone are ~10 per 128-token row, too
+    little signal for a fresh model to learn the prompt format within a laptop budget.
+    eval_split: the evaluation prompts' phrasings, always on words not trained on: "heldout" (unseen phrasings,
+    default at ci / gpu) or "train" (default at laptop: a 0.8M model trained for minutes answers ~0.1 of the
+    unseen phrasings, too few for the alignment effects on correct answers to show)."""
     from ..model.transformer import GPT
     from .reward import RewardModel, train_reward_model
     from .sft import instruction_data, pack, train_sft
@@ -71,17 +81,24 @@ def prepare_alignment(model: torch.nn.Module | None = None, *, seed: int = 0, si
     if model is None:
         name = by_size("tiny", "small", "small", size)
         model = GPT(model_preset(name, vocab_size=template.vocab_size, block_size=128, dropout=0.0))
+    families = by_size(FAMILIES, LAPTOP_FAMILIES, FAMILIES, size) if families is None else families
     knobs = {"instructions": {"families": tuple(families), "word_len": (3, 4)}}
     n_sft = by_size(400, 3000, 20000, size)
     train_convs = instruction_data(n_sft, seed, knobs=knobs)
-    eval_convs = instruction_data(by_size(32, 128, 256, size), seed + 1, split="heldout", knobs=knobs,
+    eval_split = by_size("heldout", "train", "heldout", size) if eval_split is None else eval_split
+    eval_convs = instruction_data(by_size(32, 128, 256, size), seed + 1, split=eval_split, knobs=knobs,
                                   exclude=train_convs)
     rng = np.random.default_rng([seed, 11])
     harmful = rng.random(len(train_convs)) < harm_rate
     sft_data = [[*c.prompt, {"role": "assistant", "content": c.answer + (HARMFUL[0] if h else "")}]
                 for c, h in zip(train_convs, harmful)]  # noisy "web" answers: some end in the harmful "!!"
     x, y = pack(sft_data, 128, template)
-    sft_hist = train_sft(model, x, y, _tcfg(sft_steps or by_size(60, 600, 3000, size), 16, 3e-3, seed))
+    pre = by_size(0, 300, 1000, size) if pretrain_steps is None else pretrain_steps
+    if pre:
+        y_all = torch.full_like(y, -100)  # (N, T): next token everywhere (padding included: harmless, learned fast)
+        y_all[:, :-1], y_all[:, -1] = x[:, 1:], y[:, -1]
+        train_sft(model, x, y_all, _tcfg(pre, 16, 3e-3, seed))
+    sft_hist = train_sft(model, x, y, _tcfg(sft_steps or by_size(60, 400, 3000, size), 16, 3e-3, seed))
     judge = HiddenReward().register(train_convs).register(eval_convs)
     pairs = make_preference_pairs(by_size(256, 2000, 8000, size), seed + 2, noise=noise, knobs=knobs, judge=judge,
                                   exclude=eval_convs)
@@ -89,7 +106,8 @@ def prepare_alignment(model: torch.nn.Module | None = None, *, seed: int = 0, si
     rm_hist = train_reward_model(rm, template, pairs, _tcfg(rm_steps or by_size(60, 400, 2000, size), 16, 3e-3,
                                                              seed))
     held = make_preference_pairs(64, seed + 3, knobs=knobs, split="heldout", judge=judge)
-    info = {"sft_loss": sft_hist[-1]["loss"], "rm_loss": rm_hist[-1]["loss"],
+    info = {"families": tuple(families), "eval_split": eval_split, "pretrain_steps": pre,
+            "sft_loss": sft_hist[-1]["loss"], "rm_loss": rm_hist[-1]["loss"],
             "rm_agreement": reward_model_agreement(rm, held, template, judge)}
     return AlignSetup(template, model.eval(), rm.eval(), judge, pairs, eval_convs, train_convs,
                       max_new_tokens=12, seed=seed, info=info)
@@ -155,8 +173,10 @@ def evaluate_policy(policy: torch.nn.Module, setup: AlignSetup, name: str, **ext
 
 
 def run_rl(setup: AlignSetup, method: str = "grpo", *, beta: float = 0.04, steps: int | None = None,
-           lr: float = 1e-3, prompts_per_step: int = 8, size: str | None = None) -> torch.nn.Module:
-    """GRPO or PPO from the SFT model against the LEARNED reward model, KL coefficient beta; returns the policy."""
+           lr: float | None = None, prompts_per_step: int = 8, size: str | None = None) -> torch.nn.Module:
+    """GRPO or PPO from the SFT model against the LEARNED reward model, KL coefficient beta; returns the policy.
+    lr defaults by size: 1e-3 moves the ci model at all; at laptop it wrecks the answers within 80 steps
+    (exact match 0.78 -> 0.06 at beta 0.04), 1e-4 keeps them while the reward model is exploited."""
     from .rl_grpo import GRPOConfig, grpo_step
     from .rl_ppo import PPOConfig, ValueModel, ppo_step
     from .rollout import frozen_copy
@@ -167,6 +187,7 @@ def run_rl(setup: AlignSetup, method: str = "grpo", *, beta: float = 0.04, steps
     policy, ref = copy.deepcopy(setup.sft).train(), frozen_copy(setup.sft)
     reward = learned_reward_fn(setup.rm, t)
     groups = [g for g in _prompt_groups(t, setup.train_convs[:512]).values()]
+    lr = by_size(1e-3, 1e-4, 1e-4, size) if lr is None else lr
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(setup.seed)
     rng = np.random.default_rng(setup.seed)
@@ -178,7 +199,7 @@ def run_rl(setup: AlignSetup, method: str = "grpo", *, beta: float = 0.04, steps
         critic = ValueModel(setup.sft)
         copt = torch.optim.AdamW(critic.parameters(), lr=lr)
     weights = np.array([len(g) for g in groups], dtype=float)
-    for _ in range(steps or by_size(15, 150, 600, size)):  # a loop over RL iterations
+    for _ in range(steps or by_size(15, 80, 600, size)):  # a loop over RL iterations
         g = groups[int(rng.choice(len(groups), p=weights / weights.sum()))]
         ids = g[torch.from_numpy(rng.choice(len(g), size=min(prompts_per_step, len(g)), replace=False))]
         if method == "grpo":
@@ -205,7 +226,8 @@ def sft_then_align(model: torch.nn.Module | None = None, *, setup: AlignSetup | 
         if m == "dpo":
             policy = copy.deepcopy(setup.sft)
             train_dpo(policy, frozen_copy(setup.sft), setup.pairs, setup.template,
-                      _tcfg(by_size(40, 300, 1500, size), 16, 1e-3, setup.seed), beta=dpo_beta)
+                      _tcfg(by_size(40, 300, 1500, size), 16, by_size(1e-3, 1e-4, 1e-4, size), setup.seed),
+                      beta=dpo_beta)
             rows.append(evaluate_policy(policy.eval(), setup, "dpo", beta=dpo_beta))
         else:
             rows.append(evaluate_policy(run_rl(setup, m, beta=rl_beta, size=size), setup, m, beta=rl_beta))

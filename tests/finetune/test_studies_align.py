@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from minillm.emergence.instructions import templates
 from minillm.finetune import studies_align as sa
 
 torch.set_num_threads(1)
@@ -38,6 +39,14 @@ def test_kl_sweep_rows(setup):
     rows = sa.kl_sweep(betas=(0.0, 0.2), setup=setup, size="ci", steps=3)
     assert [r["beta"] for r in rows] == [None, 0.0, 0.2]
     assert all(math.isfinite(r["hidden"]) and math.isfinite(r["learned"]) for r in rows)
+
+
+def test_pretrain_and_train_phrasing_eval_use_unseen_words():
+    s = sa.prepare_alignment(seed=1, size="ci", families=("first",), pretrain_steps=2, sft_steps=2, rm_steps=2,
+                             eval_split="train")
+    assert s.info["pretrain_steps"] == 2 and s.info["eval_split"] == "train" and s.info["families"] == ("first",)
+    assert {c.meta["template"] for c in s.eval_convs} <= set(templates("first", "train"))  # seen phrasings ...
+    assert not {c.meta["key"] for c in s.train_convs} & {c.meta["key"] for c in s.eval_convs}  # ... unseen words
 
 
 def test_bad_method():
