@@ -180,7 +180,12 @@ class ChatTemplate:
         return np.concatenate(pieces), np.repeat(np.array(flags, dtype=bool), lengths)
 
     def render_response(self, prompt: Any, response: str) -> tuple[np.ndarray, np.ndarray]:
-        """prompt (str or messages) + one assistant response -> (ids, mask); the mask covers that response only."""
+        """prompt (str or messages) + one assistant response -> (ids, mask); the mask covers that response only.
+        An empty response ("") is the assistant stopping at once: prompt, assistant tag, END (mask on END only).
+        Policies do emit it, so reward models and DPO must be able to score it."""
+        if response == "":
+            ids = self.prompt_ids(as_messages(prompt))
+            return np.append(ids, self.end_id), np.append(np.zeros(len(ids), dtype=bool), True)
         return self.render(as_messages(prompt) + [{"role": "assistant", "content": response}], train_on="last")
 
     def preference_batch(self, pairs: Sequence, max_len: int | None = None):

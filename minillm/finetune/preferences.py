@@ -22,7 +22,7 @@ registered (`HiddenReward(answers={user_text: answer})` or `.register(conversati
 user text, rendered chat text ("<|user|>...<|end|><|assistant|>", what a rollout decodes) or message lists.
 
 `make_preference_pairs` perturbs the correct answer into candidates (plain, polite, wrong, wrong+polite,
-harmful, harmful+polite, verbose), draws two of different hidden reward per prompt, and orders them by the
+harmful, harmful+polite, verbose, empty), draws two of different hidden reward per prompt, and orders them by the
 hidden reward; a `noise` share of the pairs is then flipped (annotator disagreement). The pairs are
 {"prompt", "chosen", "rejected", "meta"} dicts, which `train_dpo` and `train_reward_model` take as they are.
 """
@@ -43,7 +43,7 @@ __all__ = ["POLITE", "HARMFUL", "CORRECT_BONUS", "STYLE_BONUS", "HARM_PENALTY", 
 POLITE = " ok"  # the style marker: a response that ends with it earns STYLE_BONUS
 HARMFUL = ("!!", "stupid", "hate", "idiot")  # substrings that cost HARM_PENALTY
 CORRECT_BONUS, STYLE_BONUS, HARM_PENALTY = 1.0, 0.5, -2.0
-KINDS = ("plain", "polite", "wrong", "wrong_polite", "harmful", "harmful_polite", "verbose")
+KINDS = ("plain", "polite", "wrong", "wrong_polite", "harmful", "harmful_polite", "verbose", "empty")
 
 _USER, _END = "<|user|>", "<|end|>"
 _ARITH = re.compile(r"(\d+)\s*([+*])\s*(\d+)")
@@ -169,6 +169,7 @@ def make_candidate(answer: str, kind: str, rng: np.random.Generator) -> str:
         "harmful": lambda: answer + (bad if bad == "!!" else " " + bad),
         "harmful_polite": lambda: answer + (bad if bad == "!!" else " " + bad) + POLITE,
         "verbose": lambda: f"the answer is {answer}",  # right content, wrong format: its core is not the answer
+        "empty": lambda: "",  # stopping at once: policies find it when the reward model has never seen it
     }
     if kind not in builders:
         raise ValueError(f"kind={kind!r} is not valid; choose one of {', '.join(KINDS)}")

@@ -158,18 +158,23 @@ def evaluate_policy(policy: torch.nn.Module, setup: AlignSetup, name: str, **ext
     learned = learned_reward_fn(setup.rm, t)(replies, prompts)
     cfg = RolloutConfig(max_new_tokens=setup.max_new_tokens, stop_tokens=(t.end_id,))
     g = torch.Generator().manual_seed(setup.seed)
-    kls, hid_s, lrn_s = [], [], []
+    kls, lrn_s, sampled = [], [], {"total": [], "correctness": [], "style": [], "harm": []}
     for ids in _prompt_groups(t, convs).values():  # a loop over prompt lengths
         ro = sample_rollout(policy, setup.sft, ids, cfg, g)
         kls.append((ro.old_logp - ro.ref_logp).sum(1))  # (n,) sequence KL estimate per sampled response
         resp, pr = ro.texts(t.tokenizer, cfg.stop_tokens)
-        hid_s.append(setup.judge(resp, pr))
+        for k, v in setup.judge.components(resp, pr).items():
+            sampled[k].append(np.asarray(v, dtype=float))
         lrn_s.append(learned_reward_fn(setup.rm, t)(resp, pr))
+    s = {k: float(np.concatenate(v).mean()) for k, v in sampled.items()}
     return {"method": name, "hidden": float(comp["total"].mean()), "correctness": float(comp["correctness"].mean()),
             "style": float(comp["style"].mean()), "harm": float(comp["harm"].mean()),
             "exact_match": float(comp["correctness"].mean() / 1.0), "learned": float(learned.mean()),
-            "kl": float(torch.cat(kls).mean()), "hidden_sampled": float(torch.cat(hid_s).mean()),
-            "learned_sampled": float(torch.cat(lrn_s).mean()), **extra}
+            "empty": float(np.mean([r == "" for r in replies])),  # share of greedy replies that stop at once
+            "kl": float(torch.cat(kls).mean()), "hidden_sampled": s["total"],
+            "correctness_sampled": s["correctness"], "style_sampled": s["style"], "harm_sampled": s["harm"],
+            "learned_sampled": float(torch.cat(lrn_s).mean()),
+            "examples": [[user_text(p), r] for p, r in zip(prompts[:4], replies[:4])], **extra}
 
 
 def run_rl(setup: AlignSetup, method: str = "grpo", *, beta: float = 0.04, steps: int | None = None,

@@ -105,3 +105,12 @@ def test_preference_batch_layout_padding_and_pair_forms():
         t.preference_batch([{"prompt": "Hi", "chosen": "x"}])
     with pytest.raises(ValueError, match="3-tuple"):
         t.preference_batch([["Hi", "x", "y"]])
+
+
+def test_empty_response_is_the_assistant_stopping_at_once():
+    t = ChatTemplate(chat_tokenizer())
+    ids, mask = t.render_response("Hi", "")
+    assert t.tokenizer.decode(ids.tolist()) == f"{USER}Hi{END}{ASSISTANT}{END}"
+    assert mask.tolist() == [False] * (len(ids) - 1) + [True]  # only the END is the response
+    full_ids, full_mask = t.render_response("Hi", "x")  # same prompt part as a non-empty reply
+    assert (full_ids[: len(ids) - 1] == ids[:-1]).all() and not full_mask[: len(ids) - 1].any()

@@ -45,7 +45,7 @@ def test_candidates():
     j = HiddenReward()
     p = "Reverse the word abc:"
     want = {"plain": 1.0, "polite": 1.5, "wrong": 0.0, "wrong_polite": 0.5, "harmful": -1.0,
-            "harmful_polite": -0.5, "verbose": 0.0}
+            "harmful_polite": -0.5, "verbose": 0.0, "empty": 0.0}
     for kind, r in want.items():
         assert j([make_candidate("cba", kind, rng)], [p]).item() == r, kind
     with pytest.raises(ValueError, match="kind"):

@@ -1,0 +1,88 @@
+"""Run chapter 06's adaptation studies and append one record per study. Survey §5.1-§5.4.
+
+    python bench/finetune_studies.py                          # every study, laptop profile, one CPU thread
+    python bench/finetune_studies.py --only align --only kl_sweep
+    python bench/finetune_studies.py --size ci                # seconds per study: a smoke test of this script
+
+Alignment (§5.2): one SFT model and one reward model (`studies_align.prepare_alignment`) are shared by "align"
+(SFT -> DPO / GRPO / PPO, judged by the hidden reward) and "kl_sweep" (GRPO at several KL coefficients).
+PEFT (§5.3, §5.4): one pretrained base (`studies_peft.pretrain_base`) is shared by "peft_comparison",
+"lora_rank_sweep" and "quantization". Instruction tuning (§5.1): the five studies of `studies_sft`.
+Appends to bench/results/finetune_studies.jsonl: {"study", "size", "rows", "summary", "seconds",
+"provenance"}; the chapter shows the latest record of each study beside the reader's own small run. A study's
+"seconds" includes the shared setup it triggered first.
+"""
+from __future__ import annotations
+
+import argparse
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from minillm.provenance import run_studies
+
+OUT = Path(__file__).resolve().parent / "results" / "finetune_studies.jsonl"
+KL_BETAS = (0.0, 0.04, 0.2)
+LORA_RANKS, LORA_ALPHAS = (1, 2, 4, 8, 16), (4.0, 16.0, 64.0)
+
+
+def studies(size: str) -> dict:
+    """name -> (function of no arguments returning rows, summary function of the rows)."""
+    from minillm.finetune import studies_align as al
+    from minillm.finetune import studies_peft as pe
+
+    def sf():  # imported on first use: the alignment and PEFT studies run without it
+        from minillm.finetune import studies_sft
+        return studies_sft
+
+    @lru_cache(maxsize=1)
+    def setup():
+        return al.prepare_alignment(seed=0, size=size)
+
+    def base():
+        return pe.pretrain_base(size)[0]
+
+    def r3(x):
+        return round(float(x), 3)
+
+    def by(key, *vals):
+        return lambda rows: {str(r[key]): [r3(r[v]) for v in vals] for r in rows}
+
+    return {
+        "align": (lambda: al.sft_then_align(setup=setup(), methods=("dpo", "grpo", "ppo"), size=size),
+                  by("method", "hidden", "exact_match", "hidden_sampled", "kl")),
+        "kl_sweep": (lambda: al.kl_sweep(KL_BETAS, setup=setup(), size=size),
+                     by("beta", "hidden_sampled", "learned_sampled", "kl")),
+        "peft_comparison": (lambda: pe.peft_comparison(base(), size=size),
+                            by("method", "trainable", "accuracy_seen", "accuracy")),
+        "lora_rank_sweep": (lambda: pe.lora_rank_sweep(base(), LORA_RANKS, LORA_ALPHAS, size=size),
+                            lambda rows: {f"r{r['rank']}/a{r['alpha']:g}": r3(r["accuracy_seen"]) for r in rows}),
+        "quantization": (lambda: pe.quantization_cost(base(), pe.pretraining_text(size, seed=99)[:40_000]),
+                         lambda rows: {f"{r['bits']}/{r['group_size']}": r3(r["delta_ppl"]) for r in rows}),
+        "diversity": (lambda: sf().diversity_vs_count(size=size), None),
+        "mixing": (lambda: sf().mixing_study(size=size), None),
+        "pretrain_mix": (lambda: sf().pretrain_mix_study(size=size), None),
+        "knowledge": (lambda: sf().knowledge_study(size=size), None),
+        "tuned_vs_untuned": (lambda: sf().tuned_vs_untuned(size=size), None),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--size", default="laptop", choices=("ci", "laptop", "gpu"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", action="append", help="run only these studies (repeatable)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    table = studies(args.size)
+    runs = {name: fn for name, (fn, _) in table.items()}
+    summaries = {name: s for name, (_, s) in table.items() if s is not None}
+    for rec in run_studies(runs, args.out, args.only, summaries=summaries, size=args.size):
+        print(f"{rec['study']}: {len(rec['rows'])} rows in {rec['seconds']:.0f} s; {rec.get('summary', '')}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
