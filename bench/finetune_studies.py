@@ -40,6 +40,10 @@ def studies(size: str) -> dict:
     def setup():
         return al.prepare_alignment(seed=0, size=size)
 
+    def knowledge_study(**kw):
+        from minillm.finetune.studies_knowledge import knowledge_study
+        return knowledge_study(**kw)
+
     def base():
         return pe.pretrain_base(size)[0]
 
@@ -60,11 +64,18 @@ def studies(size: str) -> dict:
                             lambda rows: {f"r{r['rank']}/a{r['alpha']:g}": r3(r["accuracy_seen"]) for r in rows}),
         "quantization": (lambda: pe.quantization_cost(base(), pe.pretraining_text(size, seed=99)[:40_000]),
                          lambda rows: {f"{r['bits']}/{r['group_size']}": r3(r["delta_ppl"]) for r in rows}),
-        "diversity": (lambda: sf().diversity_vs_count(size=size), None),
-        "mixing": (lambda: sf().mixing_study(size=size), None),
-        "pretrain_mix": (lambda: sf().pretrain_mix_study(size=size), None),
-        "knowledge": (lambda: sf().knowledge_study(size=size), None),
-        "tuned_vs_untuned": (lambda: sf().tuned_vs_untuned(size=size), None),
+        "diversity": (lambda: sf().diversity_vs_count(size=size),
+                      lambda rows: {f"t{r['n_templates']}/n{r['n_examples']}": [r3(r["heldout_accuracy"]),
+                                                                            r3(r["seen_accuracy"])] for r in rows}),
+        "mixing": (lambda: sf().mixing_study(size=size),
+                   lambda rows: {"/".join(f"{k}:{v:g}" for k, v in r["mix"].items()):
+                                 {k: r3(v) for k, v in r["accuracy"].items()} for r in rows}),
+        "pretrain_mix": (lambda: sf().pretrain_mix_study(size=size), by("pretrain_share", "forgetting", "accuracy")),
+        "knowledge": (lambda: knowledge_study(size=size),
+                      by("sft_on", "base_recall", "heldout_known_accuracy", "unknown_hallucination_rate")),
+        "tuned_vs_untuned": (lambda: sf().tuned_vs_untuned(size=size),
+                             lambda rows: {f"{r['model']}/{'tuned' if r['tuned'] else 'base'}/{r['prompt_format']}/"
+                                           f"{r['split']}": r3(r["accuracy"]) for r in rows}),
     }
 
 

@@ -14,6 +14,8 @@ memory-efficient (§5.4) adaptation.
     studies_peft.py  PEFT comparison, LoRA rank sweep, quantization cost (§5.3, §5.4)
     preferences.py   a synthetic judge with a known hidden reward, preference pairs with label noise (§5.2)
     studies_align.py SFT -> reward model -> DPO / GRPO / PPO measured on the hidden reward; the KL sweep
+    studies_sft.py   instruction diversity vs count, task mixing, pretraining data in SFT, tuned vs untuned (§5.1)
+    studies_knowledge.py  SFT elicits known facts; SFT on unknown facts teaches guessing (§5.1)
 
 Names load lazily on first use (`minillm.finetune.dpo_loss` imports dpo.py then): importing the package does no
 work, and a submodule is only imported when one of its names is asked for.
@@ -45,6 +47,10 @@ _MODULES = {  # submodule -> its public names (each module's __all__)
                    "perturb_answer make_candidate make_preference_pairs reward_model_agreement",
     "studies_align": "AlignSetup prepare_alignment learned_reward_fn evaluate_policy run_rl sft_then_align "
                      "kl_sweep",
+    "studies_sft": "SFTStudyConfig sft_study_config finetune_copy diversity_vs_count mixing_study pretrain_mix_data "
+                   "pretrain_mix_study big_base tuned_vs_untuned",
+    "studies_knowledge": "KNOWLEDGE_ATTRIBUTES knowledge_world knowledge_text knowledge_base fact_conversations "
+                         "knowledge_study",
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names.split()}
 
