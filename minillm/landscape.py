@@ -222,7 +222,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(3, "Data", "chapters/03_data.ipynb", ("§4.1",), ("pre-train",)),
     Chapter(4, "Architectures", "chapters/04_architectures.ipynb", ("§4.2",), ("pre-train",)),
     Chapter(5, "Training", "chapters/05_training.ipynb", ("§4.3",), ("pre-train",)),
-    Chapter(6, "Tuning & alignment", "chapters/06_tuning.ipynb", ("§5.1", "§5.2", "§5.3"),
+    Chapter(6, "Tuning & alignment", "chapters/06_tuning.ipynb", ("§5.1", "§5.2", "§5.3", "§5.4"),
             ("instruction-tune", "align")),
     Chapter(7, "Utilization & evaluation", "chapters/07_utilization_eval.ipynb", ("§6", "§7"),
             ("utilize & evaluate",)),

@@ -59,3 +59,33 @@ def test_kl_widget_reports_the_chosen_beta():
 def test_shipped_record_missing_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="bench/finetune_studies.py"):
         plots.shipped_finetune_studies(tmp_path / "none.jsonl")
+
+
+def test_sft_study_figures_draw_from_study_rows():
+    import matplotlib.pyplot as plt
+
+    from minillm.finetune import plots_sft
+
+    div = [{"n_templates": t, "n_examples": n, "heldout_accuracy": 0.1 * t, "seen_accuracy": n / 256}
+           for t in (1, 6) for n in (64, 256)]
+    mix = [{"mix": {"instructions": 1.0}, "accuracy": {"instructions": 0.9, "addition": 0.0}},
+           {"mix": {"instructions": 0.5, "addition": 0.5}, "accuracy": {"instructions": 0.5, "addition": 0.1}}]
+    pre = [{"pretrain_share": s, "forgetting": f, "accuracy": 0.2, "pretrain_loss_base": 0.47}
+           for s, f in ((0.0, 3.3), (0.5, 0.03))]
+    kno = [{"sft_on": a, "base_recall": 1.0, "heldout_known_accuracy": k, "unknown_hallucination_rate": 1.0,
+            "train_accuracy": 1.0} for a, k in (("known", 0.7), ("unknown", 0.4))]
+    tvu = [{"model": m, "params": p, "tuned": t, "prompt_format": f, "split": s, "accuracy": 0.5}
+           for m, p, t, f in (("small", 8e5, True, "chat"), ("big", 1.8e6, False, "plain"))
+           for s in ("heldout", "train")]
+    for fn, rows in ((plots_sft.plot_diversity, div), (plots_sft.plot_mixing, mix),
+                     (plots_sft.plot_pretrain_mix, pre), (plots_sft.plot_knowledge, kno),
+                     (plots_sft.plot_tuned_vs_untuned, tvu)):
+        fig = fn(rows)
+        assert fig.axes, fn.__name__
+        plt.close(fig)
+    fig = plots_sft.plot_diversity(div)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.10", "0.10", "0.60", "0.60"]  # held-out cells, rows = phrasings per family
+    plt.close(fig)
+    with pytest.raises(ValueError, match="heldout_known_accuracy"):
+        plots_sft.plot_knowledge([{"sft_on": "known"}])
