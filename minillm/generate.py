@@ -3,9 +3,13 @@
 Survey §4.2.4 (decoding strategy): greedy search picks the most likely next token; sampling draws from the
 distribution, reshaped by a temperature (sharper < 1 < flatter) and truncated to the k most likely tokens
 (top-k) or to the smallest set whose probability reaches p (top-p). The KV cache (§4.2.2) makes each new
-token cost one position's work instead of the whole prefix's.
+token cost one position's work instead of the whole prefix's. A repetition penalty (CTRL, Keskar et al. 2019)
+discourages tokens the row already holds; stop tokens / stop sequences end a row. Beam search, left-padded
+batches and streaming live in `decoding.py` and are re-exported here.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -43,43 +47,132 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
-def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, stop_tokens: list[int] | tuple[int, ...] | None = None,
-             use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Continue each row of idx (B, T) by up to max_new_tokens tokens; returns (B, T + n).
+def apply_repetition_penalty(logits: torch.Tensor, idx: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL / Hugging Face repetition penalty: logits (B, V), idx (B, T) -> (B, V).
 
-    A row that emits a stop token is finished: it keeps that token and is padded with it until every row
-    has finished or the budget is spent. With use_cache the prompt is encoded once ("prefill") and each
-    step feeds only the newest token; past block_size the context is cropped and re-encoded each step,
-    exactly what the uncached path does, so both give identical tokens.
-    """
+    For every token id present in its row of idx, a positive logit is divided by `penalty` and a negative one
+    multiplied by it, so with penalty > 1 a seen token always becomes less likely (dividing a negative logit
+    would raise it). penalty 1 changes nothing."""
+    return _penalize(logits, _seen(idx, logits.size(-1)), penalty)
+
+
+def _seen(idx: torch.Tensor, vocab_size: int, real: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, V) bool: which ids occur in each row of idx (B, T), counting only positions where real (B, T)."""
+    weight = torch.ones_like(idx, dtype=torch.float32) if real is None else real.float()
+    counts = torch.zeros(idx.size(0), vocab_size, device=idx.device).scatter_add_(1, idx, weight)  # (B, V)
+    return counts > 0
+
+
+def _penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    if penalty <= 0:
+        raise ValueError(f"repetition_penalty={penalty} must be > 0 (1 = off, > 1 discourages repeats)")
+    scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, scaled, logits)  # (B, V)
+
+
+def _check_stop_sequences(stop_sequences) -> list[list[int]]:
+    seqs = [list(s) for s in (stop_sequences or [])]
+    if any(len(s) == 0 for s in seqs):
+        raise ValueError("stop_sequences holds an empty sequence: each must list at least one token id")
+    return seqs
+
+
+def _ends_with(idx: torch.Tensor, seqs: list[torch.Tensor], n_generated: int) -> torch.Tensor:
+    """(B,) bool: rows of idx (B, T) whose last n_generated tokens end with one of seqs."""
+    hit = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    for s in seqs:  # a handful of sequences, each compared over the whole batch at once
+        if len(s) <= n_generated:
+            hit |= (idx[:, -len(s):] == s).all(dim=-1)
+    return hit
+
+
+def next_logits(model, idx: torch.Tensor, cache, use_cache: bool, pad_mask: torch.Tensor | None = None):
+    """Logits (B, V) for the token after idx (B, T), and the cache to pass next time.
+
+    With use_cache the first call encodes the context ("prefill") and later calls feed only the newest token;
+    past block_size the context is cropped and re-encoded each step, exactly what the uncached path does, so
+    both give the same tokens. pad_mask (B, T), True = real token, is passed on only for padded batches."""
+    block = model.config.block_size
+    if use_cache and cache is not None and cache.pos < block:
+        kw = {} if pad_mask is None else {"pad_mask": pad_mask}  # (B, cache.pos + 1): every cached key
+        logits, _ = model(idx[:, -1:], cache=cache, **kw)  # one new position
+    else:
+        context = idx[:, -block:]
+        cache = model.make_cache(idx.size(0)) if use_cache and context.size(1) < block else None
+        kw = {} if pad_mask is None else {"pad_mask": pad_mask[:, -block:]}
+        logits, _ = model(context, cache=cache, **kw)  # (re)encode the whole context
+    return logits[:, -1, :], cache
+
+
+def decode_steps(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 stop_tokens: Sequence[int] | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None, repetition_penalty: float = 1.0,
+                 stop_sequences: list[list[int]] | None = None,
+                 pad_mask: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The decoding loop behind generate, generate_batch and stream: validates now, then yields
+    (next tokens (B,), finished (B,)) once per step. Finished rows repeat their last token."""
     if idx.dim() != 2:
         raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}")
     if idx.size(1) == 0:
         raise ValueError("idx is empty: give at least one prompt token (e.g. a BOS/EOS id or a newline)")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+    if repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty={repetition_penalty} must be > 0 (1 = off, > 1 discourages repeats)")
+    seqs = [torch.tensor(s, device=idx.device, dtype=idx.dtype) for s in _check_stop_sequences(stop_sequences)]
+    stop = torch.tensor(list(stop_tokens or []), device=idx.device, dtype=idx.dtype)
+    return _steps(model, idx, max_new_tokens, (temperature, top_k, top_p, generator), stop, seqs, use_cache,
+                  repetition_penalty, pad_mask)
+
+
+@torch.no_grad()
+def _steps(model, idx, max_new_tokens, sampling, stop, seqs, use_cache, penalty, pad_mask):
     was_training = model.training
     model.eval()
-    block = model.config.block_size
-    stop = torch.tensor(list(stop_tokens or []), device=idx.device, dtype=idx.dtype)
-    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
+    can_stop = bool(stop.numel() or seqs)
     cache = None
     try:
-        for _ in range(max_new_tokens):
-            if use_cache and cache is not None and cache.pos < block:
-                logits, _ = model(idx[:, -1:], cache=cache)  # one new position
-            else:
-                context = idx[:, -block:]
-                cache = model.make_cache(idx.size(0)) if use_cache and context.size(1) < block else None
-                logits, _ = model(context, cache=cache)  # (re)encode the whole context
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B,)
-            if stop.numel():
-                last = idx[:, -1]
-                nxt = torch.where(finished, last, nxt)  # finished rows repeat their stop token
-                finished |= torch.isin(nxt, stop)
+        for step in range(max_new_tokens):
+            logits, cache = next_logits(model, idx, cache, use_cache, pad_mask)  # (B, V)
+            if penalty != 1.0:
+                logits = _penalize(logits, _seen(idx, logits.size(-1), pad_mask), penalty)
+            nxt = sample_next(logits, *sampling)  # (B,)
+            if can_stop:
+                nxt = torch.where(finished, idx[:, -1], nxt)  # finished rows repeat their last token
+                finished = finished | torch.isin(nxt, stop)
             idx = torch.cat([idx, nxt[:, None]], dim=1)
-            if stop.numel() and bool(finished.all()):
+            if pad_mask is not None:
+                pad_mask = torch.cat([pad_mask, pad_mask.new_ones(idx.size(0), 1)], dim=1)
+            if seqs:
+                finished = finished | _ends_with(idx, seqs, step + 1)
+            yield nxt, finished
+            if can_stop and bool(finished.all()):
                 break
     finally:
         model.train(was_training)
-    return idx
+
+
+def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, stop_tokens: list[int] | tuple[int, ...] | None = None,
+             use_cache: bool = True, generator: torch.Generator | None = None, repetition_penalty: float = 1.0,
+             stop_sequences: list[list[int]] | None = None) -> torch.Tensor:
+    """Continue each row of idx (B, T) by up to max_new_tokens tokens; returns (B, T + n).
+
+    A row that emits a stop token, or whose generated tokens end with one of stop_sequences, is finished: it
+    keeps those tokens and is padded by repeating its last one until every row has finished or the budget is
+    spent. repetition_penalty > 1 discourages ids already in the row (`apply_repetition_penalty`). With
+    use_cache the prompt is encoded once and each step feeds only the newest token (see `next_logits`).
+    """
+    steps = decode_steps(model, idx, max_new_tokens, temperature, top_k, top_p, stop_tokens, use_cache, generator,
+                         repetition_penalty, stop_sequences)
+    new = [nxt[:, None] for nxt, _ in steps]  # each (B, 1)
+    return torch.cat([idx, *new], dim=1)
+
+
+from .decoding import (BeamResult, beam_search, generate_batch, kv_cache_speed, plot_kv_speed,  # noqa: E402
+                       stream)
+
+__all__ = ["filter_logits", "sample_next", "apply_repetition_penalty", "generate", "decode_steps", "next_logits",
+           "BeamResult", "beam_search", "generate_batch", "stream", "kv_cache_speed", "plot_kv_speed"]

@@ -99,6 +99,14 @@ class KVCache:
         self.v[layer][:, :, self.pos:self.pos + T] = v
         return self.k[layer][:, :, :self.pos + T], self.v[layer][:, :, :self.pos + T]
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the cached rows `index` (N,), in that order: row i becomes old row index[i].
+
+        Beam search (Survey §4.2.4) calls this after each step so every surviving beam carries its parent's
+        keys and values; repeating an index copies a row, so N may differ from the current batch size."""
+        self.k = [k.index_select(0, index) for k in self.k]  # (N, Hkv, max_len, D)
+        self.v = [v.index_select(0, index) for v in self.v]
+
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -133,7 +141,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). pad_mask (B, offset + T) bool, True = real token: keys at False
+        positions are hidden from every query (left-padded batched decoding); None = no padding."""
         B, T, C = x.shape
         q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
@@ -147,12 +157,31 @@ class Attention(nn.Module):
         offset = cache.pos if cache is not None else 0
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, offset + T, D)
-        y = self._attend(q, k, v, offset, prefix_len)  # (B, H, T, D)
+        if pad_mask is None:  # the usual call: subclasses overriding _attend (prefix tuning) keep working
+            y = self._attend(q, k, v, offset, prefix_len)  # (B, H, T, D)
+        else:
+            y = self._attend(q, k, v, offset, prefix_len, pad_mask=pad_mask)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C): heads side by side (C / tp under tensor parallel)
         return self.resid_dropout(self.wo(y))
 
-    def _mask(self, T: int, T_k: int, offset: int, prefix_len, device) -> torch.Tensor | None:
+    def _mask(self, T: int, T_k: int, offset: int, prefix_len, device,
+              pad_mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """The boolean mask for this call, or None when plain causal attention needs none."""
+        mask = self._base_mask(T, T_k, offset, prefix_len, device)
+        if pad_mask is None:
+            return mask
+        if pad_mask.shape != (pad_mask.size(0), T_k):
+            raise ValueError(f"pad_mask has shape {tuple(pad_mask.shape)} but there are {T_k} keys: give one "
+                             "True/False per token of the whole sequence so far (cached ones included)")
+        if mask is None:
+            mask = causal_mask(T, T_k, offset, device=device)
+        # A pad query still sees itself: a softmax row with no key at all is NaN, and NaN values would leak
+        # through the (zero) attention weights of later queries. Pads' own outputs are never read.
+        own = torch.arange(T_k, device=device)[None, :] == torch.arange(offset, offset + T, device=device)[:, None]
+        return mask & (pad_mask[:, None, None, :] | own)  # (B, 1, T, Tk)
+
+    def _base_mask(self, T: int, T_k: int, offset: int, prefix_len, device) -> torch.Tensor | None:
+        """The causal / prefix / sliding-window mask shared by every row, or None when none is needed."""
         cfg = self.cfg
         if cfg.attention_mask == "prefix" and prefix_len is not None:
             if offset or T != T_k:
@@ -164,10 +193,10 @@ class Attention(nn.Module):
             return None  # one new query may see every cached key
         return causal_mask(T, T_k, offset, device=device)
 
-    def _attend(self, q, k, v, offset: int, prefix_len) -> torch.Tensor:
+    def _attend(self, q, k, v, offset: int, prefix_len, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """q (B, H, T, D), k and v (B, Hkv, Tk, D) -> (B, H, T, D)."""
         T, T_k = q.size(2), k.size(2)
-        mask = self._mask(T, T_k, offset, prefix_len, q.device)
+        mask = self._mask(T, T_k, offset, prefix_len, q.device, pad_mask)
         n_rep = self.n_head // self.n_kv_head
         # GQA/MQA: SDPA reads each shared K/V head for its group of query heads (enable_gqa), so the smaller
         # cache is never copied up to full size; the teaching paths repeat K/V explicitly instead.

@@ -126,9 +126,13 @@ class GPT(nn.Module):
 
     # --- forward ------------------------------------------------------------------------------------------
     def hidden_states(self, idx: torch.Tensor, *, prefix_len: int | torch.Tensor | None = None,
-                      cache: KVCache | None = None) -> torch.Tensor:
+                      cache: KVCache | None = None, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) -> the final-norm hidden states (B, T, C): what the output layer reads. Reward and value
-        heads (Survey §5.2) put their own projection on these instead of the vocabulary logits."""
+        heads (Survey §5.2) put their own projection on these instead of the vocabulary logits.
+
+        pad_mask (B, offset + T) bool, True = real token, for left-padded batches (Survey §4.2.4, batched
+        decoding): covers the cached tokens too; pads are hidden from attention and each real token gets the
+        position it would have without padding (count of real tokens before it)."""
         cfg = self.config
         B, T = idx.shape
         offset = cache.pos if cache is not None else 0
@@ -141,37 +145,56 @@ class GPT(nn.Module):
                              "the tokenizer's vocabulary does not fit this model; set ModelConfig.vocab_size "
                              "to at least the tokenizer's vocab_size")
         x = self.tok_emb(idx)  # (B, T, C)
-        positions = torch.arange(offset, offset + T, device=idx.device)
+        if pad_mask is None:
+            positions = torch.arange(offset, offset + T, device=idx.device)  # (T,)
+        else:
+            positions = self._pad_positions(pad_mask, B, offset, T)  # (B, T)
         if cfg.position == "learned":
             x = x + self.pos_emb(positions)
         elif cfg.position == "sinusoidal":
             x = x + self.pos_table[positions]
-        rope = rope_angles(positions, cfg.head_dim, cfg.rope_theta) if cfg.position == "rope" else None
+        rope = rope_angles(positions.flatten(), cfg.head_dim, cfg.rope_theta) if cfg.position == "rope" else None
+        if rope is not None and positions.dim() == 2:  # per-row angles broadcast over heads: (B, 1, T, hd/2)
+            rope = tuple(a.view(B, 1, T, -1) for a in rope)
         x = self.drop(x)
+        kw = {} if pad_mask is None else {"pad_mask": pad_mask}  # only padded calls pass it on
         for i, block in enumerate(self.blocks):
             if cfg.activation_checkpointing and self.training and torch.is_grad_enabled() and cache is None:
                 # Save only the block's input; backward reruns the block to rebuild what it needs (Chen et al.
                 # 2016): activation memory ~1/L of the usual for about one extra forward pass of compute.
-                x = checkpoint(block, x, use_reentrant=False, rope=rope, prefix_len=prefix_len, layer=i)
+                x = checkpoint(block, x, use_reentrant=False, rope=rope, prefix_len=prefix_len, layer=i, **kw)
             else:
-                x = block(x, rope=rope, prefix_len=prefix_len, cache=cache, layer=i)
+                x = block(x, rope=rope, prefix_len=prefix_len, cache=cache, layer=i, **kw)
         if cache is not None:
             cache.pos += T
         return self.norm_f(x)  # (B, T, C)
 
+    def _pad_positions(self, pad_mask: torch.Tensor, B: int, offset: int, T: int) -> torch.Tensor:
+        """Per-row positions (B, T) of the new tokens: real tokens count 0, 1, ... as if unpadded."""
+        if pad_mask.dtype != torch.bool or tuple(pad_mask.shape) != (B, offset + T):
+            raise ValueError(f"pad_mask must be a bool tensor of shape (B, cached + new tokens) = {(B, offset + T)}, "
+                             f"got {pad_mask.dtype} {tuple(pad_mask.shape)}; True marks real tokens")
+        if self.config.kernels == "triton" and self.config.position == "rope":
+            raise ValueError("pad_mask needs per-row RoPE positions, which the fused Triton RoPE kernel does not "
+                             "take; use kernels='torch' for padded batches")
+        positions = pad_mask.long().cumsum(dim=-1) - 1  # (B, offset + T): pads before the first real token get -1
+        return positions[:, offset:].clamp(min=0)  # pads' positions do not matter: nothing attends to them
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None):
+                prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None,
+                pad_mask: torch.Tensor | None = None):
         """idx (B, T) token ids -> (logits (B, T, V), loss or None).
 
         With kernels='triton' and targets, logits is None: the fused loss never builds them (see `fuse_loss`).
 
         targets (B, T): next-token ids, -100 where no loss is wanted. prefix_len: length of the
         bidirectional prefix (attention_mask='prefix'). cache: a KVCache for incremental decoding.
+        pad_mask: (B, cached + T) bool, True = real token, for left-padded batches (see `hidden_states`).
         With MoE layers the loss includes moe_aux_weight * aux + moe_z_weight * z summed over layers
         (`last_aux_loss`); subtract it for the pure LM loss.
         """
         cfg = self.config
-        h = self.hidden_states(idx, prefix_len=prefix_len, cache=cache)  # (B, T, C)
+        h = self.hidden_states(idx, prefix_len=prefix_len, cache=cache, pad_mask=pad_mask)  # (B, T, C)
         logits = loss = None
         if targets is not None and self._loss_is_fused():
             # lm_head and cross-entropy in token chunks: only a chunk's logits exist at a time (Survey §4.3)
