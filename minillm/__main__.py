@@ -182,16 +182,14 @@ def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainCon
 # generate
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
-    import torch
-
+def _load_run(run_dir: str, device_name: str):
+    """(model on its device, tokenizer, device) of the latest checkpoint in a run folder written by `train`."""
     from .data.tokenizer import load_tokenizer
     from .device import resolve_device
-    from .generate import generate
     from .model.transformer import GPT
     from .train.checkpoint import latest_checkpoint, load_checkpoint
 
-    run = Path(args.run)
+    run = Path(run_dir)
     cfg_path = run / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path} not found: --run must be a folder written by `python -m minillm train`")
@@ -200,14 +198,45 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint in {run}: train first (python -m minillm train ... --out {run})")
     load_checkpoint(ckpt, model)
-    device = resolve_device(args.device)
-    model.to(device)
-    tok = load_tokenizer(run / "tokenizer.json")
+    device = resolve_device(device_name)
+    return model.to(device).eval(), load_tokenizer(run / "tokenizer.json"), device
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .generate import generate
+
+    model, tok, device = _load_run(args.run, args.device)
     idx = torch.tensor([tok.encode(args.prompt)], device=device)
     g = torch.Generator(device=device).manual_seed(args.seed)
     out = generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k or None,
                    top_p=args.top_p, generator=g)
     print(tok.decode(out[0].tolist()))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    """Perplexity / bits per byte on a text file, and the benchmark suites (Survey §7)."""
+    from .benchmarks import evaluate_suite
+    from .evaluate import perplexity
+
+    model, tok, _ = _load_run(args.run, args.device)
+    if args.text:
+        path = Path(args.text)
+        if not path.is_file():
+            raise FileNotFoundError(f"--text {path} is not a file: give a UTF-8 text file to measure perplexity on")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--text {path} is not UTF-8 ({e.reason} at byte {e.start}): convert it first") from None
+        r = perplexity(model, text=text, tokenizer=tok)
+        print(f"{path.name}: loss {r['loss']:.4f} nats/token, perplexity {r['perplexity']:.3f}, "
+              f"{r['bits_per_byte']:.4f} bits/byte over {r['tokens']:,} tokens")
+    tasks = [t for t in args.tasks.split(",") if t]
+    for row in evaluate_suite(model, tok, tasks=tasks, n=args.n, shots=args.shots) if tasks else []:
+        norm = f", acc_norm {row['acc_norm']:.3f}" if "acc_norm" in row else ""
+        chance = f" (chance {row['chance']:.2f})" if row.get("chance") else ""
+        print(f"{row['task']}: {row['shots']}-shot accuracy {row['accuracy']:.3f}{norm} on {row['n']} items{chance}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -293,6 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--seed", type=int, default=0, help="sampling seed [default: 0]")
     pg.add_argument("--device", default="auto", help="auto, cpu, cuda, mps [default: auto]")
     pg.set_defaults(func=cmd_generate)
+
+    pe = sub.add_parser("eval", help="perplexity on a text file and the benchmark suites (facts, arithmetic, cloze)")
+    pe.add_argument("--run", required=True, help="run folder written by `train`")
+    pe.add_argument("--text", default=None, help="UTF-8 text file: report perplexity and bits per byte on it")
+    pe.add_argument("--tasks", default="facts_mc,arithmetic,story_cloze",
+                    help="comma-separated minillm.benchmarks tasks ('' for none) [default: all three]")
+    pe.add_argument("--n", type=int, default=100, help="items per task [default: 100]")
+    pe.add_argument("--shots", type=int, default=0, help="few-shot demonstrations per prompt [default: 0]")
+    pe.add_argument("--device", default="auto", help="auto, cpu, cuda, mps [default: auto]")
+    pe.set_defaults(func=cmd_eval)
 
     ps = sub.add_parser("sweep", help="run a scaling-law sweep (IsoFLOP or grid), one JSONL row per run",
                         description="Train many model sizes on the synthetic corpus and append one row per run "

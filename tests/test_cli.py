@@ -36,6 +36,15 @@ def test_prepare_train_generate_end_to_end(tmp_path, capsys, monkeypatch):
     assert main(["generate", "--run", "run", "--prompt", "12+", "--max_new_tokens", "5", "--temperature", "0"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("12+") and len(text.rstrip("\n")) >= 4
+    (tmp_path / "held.txt").write_text("12+30=42" * 40)  # this corpus's vocabulary has no newline
+    assert main(["eval", "--run", "run", "--text", "held.txt", "--tasks", ""]) == 0
+    assert "bits/byte" in capsys.readouterr().out
+    # the benchmarks write one item per line; a vocabulary without a newline gets the tokenizer's clear error
+    assert main(["eval", "--run", "run", "--tasks", "arithmetic", "--n", "3"]) == 2
+    assert "not in this CharTokenizer's vocabulary" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_bytes(b"12+\xff\xfe")
+    assert main(["eval", "--run", "run", "--text", "bad.txt", "--tasks", ""]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys):

@@ -1,0 +1,62 @@
+"""Run chapter 07's studies and append one record per study. Survey §4.2.4, §6, §7.
+
+    python bench/utilization_studies.py                       # every study, laptop profile, one CPU thread
+    python bench/utilization_studies.py --only decoding --only prompting
+    python bench/utilization_studies.py --size ci             # seconds per study: a smoke test of this script
+
+"decoding", "prompting" and "ppl_vs_accuracy" share the chapter's models (`utilization.chapter_models`, trained
+once per process); "tools" (`tool_study`) and "contamination" (`contamination_demo`) train their own.
+Appends to bench/results/utilization_studies.jsonl: {"study", "size", "rows", "seconds", "provenance"}; the
+chapter shows the latest record of each beside the reader's own small run. The KV-cache speed has its own
+script, bench/kv_cache.py.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from minillm.provenance import run_studies
+
+OUT = Path(__file__).resolve().parent / "results" / "utilization_studies.jsonl"
+
+
+def studies(size: str) -> dict:
+    """name -> function of no arguments returning rows."""
+    from minillm import utilization as ut
+
+    def models():
+        return ut.chapter_models(size)
+
+    def tools():
+        from minillm.tools import tool_study
+        return tool_study(size=size)
+
+    def contamination():
+        from minillm.contamination import contamination_demo
+        return contamination_demo(size=size)
+
+    return {
+        "decoding": lambda: ut.decoding_sweep(models()[-1], size=size),
+        "prompting": lambda: ut.prompting_study(models(), size=size),
+        "ppl_vs_accuracy": lambda: ut.ppl_vs_accuracy(models(), size=size),
+        "tools": tools,
+        "contamination": contamination,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--size", default="laptop", choices=("ci", "laptop", "gpu"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", action="append", help="run only these studies (repeatable)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for rec in run_studies(studies(args.size), args.out, args.only, size=args.size):
+        print(f"{rec['study']}: {len(rec['rows'])} rows in {rec['seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
