@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .viz import SliderPanel
+from .viz import SliderPanel, need_rows
 
 __all__ = ["shipped_utilization_studies", "plot_decoding", "plot_prompting", "plot_ppl_vs_accuracy", "plot_tools",
            "plot_contamination", "DecodingWidget"]
@@ -30,11 +30,7 @@ def shipped_utilization_studies(path: str | Path | None = None) -> dict[str, dic
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:
-    if not rows:
-        raise ValueError(f"no rows to plot: run minillm.{study} first")
-    missing = [k for k in keys if k not in rows[0]]
-    if missing:
-        raise ValueError(f"rows lack {', '.join(missing)}: pass the rows {study} returns")
+    need_rows(rows, keys, "minillm." + study)
 
 
 def plot_decoding(rows: Sequence[Mapping]):

@@ -11,7 +11,7 @@ backend is whatever the reader (or CI, with MPLBACKEND=Agg) chose.
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -67,6 +67,16 @@ def show_figure(output: Any, fig: Any) -> None:
     with output:
         display(fig)
     plt.close(fig)
+
+
+def need_rows(rows: Sequence[Mapping], keys: Sequence[str], producer: str) -> None:
+    """The check every study figure starts with: rows exist and carry `keys`; `producer` names the function whose
+    rows the figure expects (e.g. "minillm.finetune.studies_align.kl_sweep"), so the error says what to run."""
+    if not rows:
+        raise ValueError(f"no rows to plot: run {producer} first")
+    missing = [k for k in keys if k not in rows[0]]
+    if missing:
+        raise ValueError(f"rows lack {', '.join(missing)}: pass the rows {producer} returns")
 
 
 class SliderPanel:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..viz import SliderPanel
+from ..viz import SliderPanel, need_rows
 
 STUDIES_FILE = ("bench", "results", "emergence_studies.jsonl")  # relative to the repository root
 METRIC_LABELS = {"exact_match": "exact match", "token_accuracy": "token accuracy",
@@ -29,11 +29,7 @@ def shipped_emergence_studies(path: str | Path | None = None) -> dict[str, dict]
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:
-    if not rows:
-        raise ValueError(f"no rows to plot: run minillm.emergence.studies.{study} first")
-    missing = [k for k in keys if k not in rows[0]]
-    if missing:
-        raise ValueError(f"rows lack {', '.join(missing)}: pass the rows {study} returns")
+    need_rows(rows, keys, "minillm.emergence.studies." + study)
 
 
 def _curve(ax, rows, key, label=None, **kw):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..viz import SliderPanel
+from ..viz import SliderPanel, need_rows
 
 __all__ = ["shipped_finetune_studies", "plot_alignment", "plot_kl_sweep", "plot_peft_comparison",
            "plot_quantization", "LoRAWidget", "KLWidget"]
@@ -35,11 +35,7 @@ def shipped_finetune_studies(path: str | Path | None = None) -> dict[str, dict]:
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:
-    if not rows:
-        raise ValueError(f"no rows to plot: run minillm.finetune.{study} first")
-    missing = [k for k in keys if k not in rows[0]]
-    if missing:
-        raise ValueError(f"rows lack {', '.join(missing)}: pass the rows {study} returns")
+    need_rows(rows, keys, "minillm.finetune." + study)
 
 
 # ---- alignment ---------------------------------------------------------------------------------------------------

@@ -15,15 +15,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..viz import need_rows
+
 STATUS_COLORS = {"stuck": "0.7", "diverged": "tab:red"}  # cells that are not "trained"
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:
-    if not rows:
-        raise ValueError(f"no rows to plot: run minillm.model.studies.{study} first")
-    missing = [k for k in keys if k not in rows[0]]
-    if missing:
-        raise ValueError(f"rows lack {', '.join(missing)}: pass the rows {study} returns")
+    need_rows(rows, keys, "minillm.model.studies." + study)
 
 
 def plot_stability_map(rows: Sequence[Mapping]):

@@ -15,15 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..viz import need_rows
+
 VERDICT_COLORS = {"too low": "tab:blue", "right": "tab:green", "too high": "tab:red"}
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:
-    if not rows:
-        raise ValueError(f"no rows to plot: run minillm.train.studies.{study} first")
-    missing = [k for k in keys if k not in rows[0]]
-    if missing:
-        raise ValueError(f"rows lack {', '.join(missing)}: pass the rows {study} returns")
+    need_rows(rows, keys, "minillm.train.studies." + study)
 
 
 def _nan(v):
