@@ -144,17 +144,18 @@ def pretraining_text(size: str | None = None, seed: int = 0, chat_fraction: floa
     return "".join(out)
 
 
-def pretrain_base(size: str | None = None, seed: int = 0) -> tuple[nn.Module, object]:
-    """(GPT, chat_tokenizer) pretrained on `pretraining_text`; cached per (size, seed) in this process. Callers
-    must not modify it: the studies deep-copy it."""
+def pretrain_base(size: str | None = None, seed: int = 0, dims: dict | None = None) -> tuple[nn.Module, object]:
+    """(GPT, chat_tokenizer) pretrained on `pretraining_text`; cached per (size, seed, dims) in this process.
+    dims: train_lm's n_layer / n_embd / n_head / steps (default: the profile's base model; `studies_sft.big_base`
+    asks for a larger one). Callers must not modify it: the studies deep-copy it."""
     from ..emergence.scoring import train_lm
     from ..presets import size_profile
 
-    key = (size or size_profile(), seed)
+    key = (size or size_profile(), seed, tuple(sorted(dims.items())) if dims else None)
     if key not in _BASE_CACHE:
-        dims = by_size(ci=dict(n_layer=2, n_embd=32, n_head=2, steps=150),
-                       laptop=dict(n_layer=4, n_embd=128, n_head=4, steps=1500),
-                       gpu=dict(n_layer=6, n_embd=256, n_head=8, steps=4000), size=key[0])
+        dims = dims or by_size(ci=dict(n_layer=2, n_embd=32, n_head=2, steps=150),
+                               laptop=dict(n_layer=4, n_embd=128, n_head=4, steps=1500),
+                               gpu=dict(n_layer=6, n_embd=256, n_head=8, steps=4000), size=key[0])
         model, tok, _ = train_lm(pretraining_text(key[0], seed), block_size=64, batch_size=16, lr=3e-3,
                                  seed=1337 + seed, tokenizer=chat_tokenizer(), **dims)
         model.requires_grad_(False)  # the cache is read-only; copies re-enable what they train

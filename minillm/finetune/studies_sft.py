@@ -41,7 +41,7 @@ import torch.nn as nn
 
 from ..config import TrainConfig, _Config
 from ..presets import by_size
-from .chat import ChatTemplate, chat_tokenizer
+from .chat import ChatTemplate
 from .sft import SFT_TASKS, instruction_data, pack, response_accuracy, train_sft
 from .studies_peft import pretrain_base, pretraining_text
 
@@ -49,7 +49,6 @@ __all__ = ["SFTStudyConfig", "sft_study_config", "finetune_copy", "diversity_vs_
            "pretrain_mix_data", "pretrain_mix_study", "big_base", "tuned_vs_untuned"]
 
 N_TRAIN_PHRASINGS = 6  # sft.task_templates: 8 phrasings per family, the last 2 held out
-_BIG_CACHE: dict[tuple, nn.Module] = {}
 
 
 @dataclass
@@ -288,18 +287,10 @@ def pretrain_mix_study(size: str | None = None, seed: int = 0, shares: Sequence[
 
 def big_base(size: str | None = None, seed: int = 0) -> nn.Module:
     """A wider/deeper GPT pretrained like `pretrain_base` (same text, tokenizer, steps); cached per (size, seed)."""
-    from ..emergence.scoring import train_lm
-    from ..presets import size_profile
-
-    key = (size or size_profile(), seed)
-    if key not in _BIG_CACHE:
-        dims = by_size(ci=dict(n_layer=3, n_embd=48, n_head=2, steps=150),
-                       laptop=dict(n_layer=4, n_embd=192, n_head=6, steps=1500),
-                       gpu=dict(n_layer=8, n_embd=384, n_head=8, steps=4000), size=key[0])
-        model, _, _ = train_lm(pretraining_text(key[0], seed), block_size=64, batch_size=16, lr=3e-3,
-                               seed=1337 + seed, tokenizer=chat_tokenizer(), **dims)
-        _BIG_CACHE[key] = model.requires_grad_(False)
-    return _BIG_CACHE[key]
+    dims = by_size(ci=dict(n_layer=3, n_embd=48, n_head=2, steps=150),
+                   laptop=dict(n_layer=4, n_embd=192, n_head=6, steps=1500),
+                   gpu=dict(n_layer=8, n_embd=384, n_head=8, steps=4000), size=size)
+    return pretrain_base(size, seed, dims=dims)[0]
 
 
 def _plain_accuracy(model: nn.Module, tok, convs) -> float:
