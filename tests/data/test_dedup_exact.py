@@ -105,7 +105,7 @@ def test_long_single_line_is_linear():
     def best(n_words):
         text = " ".join(rng.choice(words, n_words)) + "."
         t = []
-        for _ in range(3):
+        for _ in range(5):
             t0 = time.perf_counter()
             exact_dedup([text, text])
             line_dedup([text, text, text])
@@ -113,6 +113,8 @@ def test_long_single_line_is_linear():
             t.append(time.perf_counter() - t0)
         return min(t)
 
-    small, big = best(50_000), best(200_000)
+    # 16x the text: quadratic time gives a ratio of 256 or more; linear measured ~30 on an idle 2-core machine
+    # (cache effects) and must not fail on a busy one (a load spike during the large run only), hence 120.
+    small, big = best(12_500), best(200_000)
     assert big < 1.0
-    assert big / small < 8  # 4x the text: linear time, with slack for a busy machine
+    assert big / small < 120
