@@ -81,12 +81,14 @@ def chapter_models(size: str | None = None, seed: int = 0) -> list[ChapterModel]
         steps = by_size(ci=200, laptop=2000, gpu=6000, size=key[0])
         text = chapter_text(by_size(ci=150_000, laptop=1_500_000, gpu=8_000_000, size=key[0]), seed)
         cut = text.rfind("\n", 0, int(len(text) * 0.95)) + 1
+        # train where it is fast; evaluate on the CPU (the studies build their inputs there; models stay small)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         out = []
         for n_layer, n_embd in dims:  # a loop over model sizes
             model, tok, _ = train_lm(text[:cut], val_text=text[cut:], n_layer=n_layer, n_embd=n_embd,
                                      n_head=max(1, n_embd // 32), steps=steps, batch_size=16, block_size=128,
-                                     lr=3e-3, seed=1337 + seed, model_kwargs={"position": "rope"})
-            model.requires_grad_(False)
+                                     lr=3e-3, seed=1337 + seed, device=device, model_kwargs={"position": "rope"})
+            model.cpu().requires_grad_(False)
             out.append(ChapterModel(f"L{n_layer}-C{n_embd}", model.num_params(non_embedding=True), model, tok,
                                     text[cut:]))
         _CACHE[key] = out
