@@ -14,13 +14,10 @@ Appends to bench/results/finetune_studies.jsonl: {"study", "size", "rows", "summ
 """
 from __future__ import annotations
 
-import argparse
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
-from minillm.provenance import run_studies
+from minillm.provenance import studies_cli
 
 OUT = Path(__file__).resolve().parent / "results" / "finetune_studies.jsonl"
 KL_BETAS = (0.0, 0.04, 0.2)
@@ -80,19 +77,7 @@ def studies(size: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--size", default="laptop", choices=("ci", "laptop", "gpu"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", action="append", help="run only these studies (repeatable)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    table = studies(args.size)
-    runs = {name: fn for name, (fn, _) in table.items()}
-    summaries = {name: s for name, (_, s) in table.items() if s is not None}
-    for rec in run_studies(runs, args.out, args.only, summaries=summaries, size=args.size):
-        print(f"{rec['study']}: {len(rec['rows'])} rows in {rec['seconds']:.0f} s; {rec.get('summary', '')}",
-              flush=True)
+    studies_cli(__doc__.splitlines()[0], OUT, studies)
 
 
 if __name__ == "__main__":

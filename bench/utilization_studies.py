@@ -12,18 +12,15 @@ script, bench/kv_cache.py.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import torch
-
-from minillm.provenance import run_studies
+from minillm.provenance import studies_cli
 
 OUT = Path(__file__).resolve().parent / "results" / "utilization_studies.jsonl"
 
 
 def studies(size: str) -> dict:
-    """name -> function of no arguments returning rows."""
+    """name -> (function of no arguments returning rows, None: these records carry no summary)."""
     from minillm import utilization as ut
 
     def models():
@@ -38,24 +35,16 @@ def studies(size: str) -> dict:
         return contamination_demo(size=size)
 
     return {
-        "decoding": lambda: ut.decoding_sweep(models()[-1], size=size),
-        "prompting": lambda: ut.prompting_study(models(), size=size),
-        "ppl_vs_accuracy": lambda: ut.ppl_vs_accuracy(models(), size=size),
-        "tools": tools,
-        "contamination": contamination,
+        "decoding": (lambda: ut.decoding_sweep(models()[-1], size=size), None),
+        "prompting": (lambda: ut.prompting_study(models(), size=size), None),
+        "ppl_vs_accuracy": (lambda: ut.ppl_vs_accuracy(models(), size=size), None),
+        "tools": (tools, None),
+        "contamination": (contamination, None),
     }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--size", default="laptop", choices=("ci", "laptop", "gpu"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", action="append", help="run only these studies (repeatable)")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    for rec in run_studies(studies(args.size), args.out, args.only, size=args.size):
-        print(f"{rec['study']}: {len(rec['rows'])} rows in {rec['seconds']:.0f} s", flush=True)
+    studies_cli(__doc__.splitlines()[0], OUT, studies)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,28 @@ def run_studies(studies: Mapping[str, Callable[[], list]], out: str | os.PathLik
         record["provenance"] = provenance()
         append_jsonl(out, record)
         yield record
+
+
+def studies_cli(description: str, out: str | os.PathLike,
+                make_studies: Callable[[str], Mapping[str, tuple[Callable[[], list], Callable[[list], dict] | None]]],
+                argv: Sequence[str] | None = None) -> None:
+    """The command line of bench/*_studies.py: --out, --size (ci | laptop | gpu), --threads, --only NAME. Builds
+    `make_studies(size)` ({name: (run, summary or None)}), runs it through `run_studies` with size recorded, and
+    prints one line per record as it lands."""
+    import argparse
+
+    import torch
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default=str(out), help="JSONL file the records are appended to")
+    ap.add_argument("--size", default="laptop", choices=("ci", "laptop", "gpu"))
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads [default: 1]")
+    ap.add_argument("--only", action="append", help="run only these studies (repeatable)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    table = make_studies(args.size)
+    runs = {name: run for name, (run, _) in table.items()}
+    summaries = {name: summary for name, (_, summary) in table.items() if summary is not None}
+    for rec in run_studies(runs, args.out, args.only, summaries=summaries, size=args.size):
+        print(f"{rec['study']}: {len(rec['rows'])} rows in {rec['seconds']:.0f} s; {rec.get('summary', '')}",
+              flush=True)

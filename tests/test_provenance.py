@@ -32,3 +32,16 @@ def test_run_studies_appends_a_record_per_study(tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["provenance"]["command"]
     with pytest.raises(ValueError, match="unknown studies"):
         list(run_studies(studies, out, ["c"]))
+
+
+def test_studies_cli_runs_the_chosen_studies_with_size_and_summary(tmp_path, capsys):
+    from minillm.provenance import read_records, studies_cli
+
+    def make(size):
+        return {"a": (lambda: [{"x": size}], lambda rows: {"n": len(rows)}), "b": (lambda: [{"y": 2}], None)}
+
+    out = tmp_path / "s.jsonl"
+    studies_cli("test", out, make, ["--size", "ci", "--only", "a", "--out", str(out)])
+    (rec,) = read_records(out)
+    assert rec["study"] == "a" and rec["size"] == "ci" and rec["rows"] == [{"x": "ci"}] and rec["summary"] == {"n": 1}
+    assert "a: 1 rows" in capsys.readouterr().out
