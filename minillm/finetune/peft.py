@@ -330,11 +330,14 @@ class PrefixAttention(Attention):
     prefix_k: nn.Parameter  # (Hkv, n, D)
     prefix_v: nn.Parameter  # (Hkv, n, D)
 
-    def _attend(self, q, k, v, offset: int, prefix_len) -> torch.Tensor:
+    def _attend(self, q, k, v, offset: int, prefix_len, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, n = q.size(0), self.prefix_k.size(1)
         pk = self.prefix_k.to(k.dtype).unsqueeze(0).expand(B, -1, -1, -1)  # (B, Hkv, n, D)
         pv = self.prefix_v.to(v.dtype).unsqueeze(0).expand(B, -1, -1, -1)
-        return super()._attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), offset + n, prefix_len)
+        if pad_mask is not None:  # left-padded batches: the learned prefix is never padding, every row sees it
+            pad_mask = torch.cat([pad_mask.new_ones(B, n), pad_mask], dim=1)  # (B, n + Tk)
+        return super()._attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), offset + n, prefix_len,
+                               pad_mask)
 
 
 @torch.no_grad()

@@ -265,6 +265,21 @@ def test_prefix_with_kv_cache_matches_no_cache():
                                generate(model, x, 6, temperature=0, use_cache=False))
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_prefix_tuned_left_padded_batch_equals_each_prompt_alone(use_cache):
+    """The learned prefix is never padding: a left-padded batch through a prefix-tuned model gives every row the
+    tokens it gets alone."""
+    from minillm.decoding import generate_batch
+
+    model = tiny(position="rope")
+    apply_prefix_tuning(model, 3)
+    prompts = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+    batch = generate_batch(model, prompts, 5, pad_id=0, temperature=0, use_cache=use_cache)
+    alone = [generate(model, torch.tensor([p]), 5, temperature=0, use_cache=use_cache)[0, len(p):].tolist()
+             for p in prompts]
+    assert batch == alone
+
+
 def test_prefix_validation():
     with pytest.raises(ValueError, match="n_prefix"):
         apply_prefix_tuning(tiny(), -1)
