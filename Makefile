@@ -65,7 +65,7 @@ test: $(STAMP)  ## run the package tests and every notebook (nbval), at the smal
 		tests $(NOTEBOOKS) $(NBVAL_FLAGS)
 
 labs: $(STAMP)  ## regenerate the student notebooks in labs/ from labs/solutions/
-	$(BIN)/python -m minillm.labs build
+	$(BIN)/python -m book.labs build
 
 print-lab-cmd:  ## print the command `make lab` runs
 	@echo '$(LAB_CMD)'

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from minillm.model.studies import activation_study, position_extrapolation, stability_map, stability_summary
-from minillm.model.studies_arch import architecture_comparison, moe_study, prefix_continuation
-from minillm.model.studies_attention import attention_study, kv_heads_study
-from minillm.model.study_data import ArchRun
-from minillm.provenance import run_studies
+from book.ch04_architectures.studies import activation_study, position_extrapolation, stability_map, stability_summary
+from book.ch04_architectures.studies_arch import architecture_comparison, moe_study, prefix_continuation
+from book.ch04_architectures.studies_attention import attention_study, kv_heads_study
+from book.runs import ArchRun
+from book.results import run_studies
 
 OUT = Path(__file__).resolve().parent / "results" / "arch_studies.jsonl"
 

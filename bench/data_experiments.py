@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from minillm.data.experiments import SmallRun, duplication_study
-from minillm.data.mixture import fit_mixing_law, mixture_sweep, simplex_grid
+from book.ch03_data.studies_experiments import SmallRun, duplication_study
+from minillm.data.mixture import fit_mixing_law, simplex_grid
+from book.ch03_data.studies_mixture import mixture_sweep
 from minillm.provenance import append_jsonl, provenance
 
 OUT = Path(__file__).resolve().parent / "results" / "data_experiments.jsonl"
@@ -48,7 +49,7 @@ def mixture(out: str) -> None:
 
 
 def raw_vs_clean(out: str) -> None:
-    from minillm.data.pipeline import crawl_experiment
+    from book.ch03_data.studies_crawl import crawl_experiment
 
     t0 = time.perf_counter()
     result = crawl_experiment(n_pages=3000, seed=0, run=RUN)

@@ -10,7 +10,7 @@ On two cores, share the training between two processes through a model cache (ho
         --first no_instructions:2 --first no_instructions:4 --only instructions
 
 One `ModelZoo` trains each model size once (and the ablation arms at a few sizes) and every study evaluates
-those same models (minillm/emergence/studies.py). Appends to bench/results/emergence_studies.jsonl:
+those same models (book/ch02_emergence/studies.py). Appends to bench/results/emergence_studies.jsonl:
 {"study", "size", "run", "rows", "summary", "seconds", "provenance"}; the chapter shows the latest record of
 each study beside the reader's own small run. A study's "seconds" includes the training it triggered first.
 """
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-from minillm.emergence.studies import (EmergenceRun, ModelZoo, appearance_table, cot_study, icl_by_shots,
-                                       instruction_study, inverse_scaling_study, size_sweep)
-from minillm.provenance import run_studies
+from book.ch02_emergence.studies import (EmergenceRun, ModelZoo, appearance_table, cot_study, icl_by_shots, instruction_study, inverse_scaling_study, size_sweep)
+from book.results import run_studies
 
 OUT = Path(__file__).resolve().parent / "results" / "emergence_studies.jsonl"
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from minillm.provenance import studies_cli
+from book.results import studies_cli
 
 OUT = Path(__file__).resolve().parent / "results" / "finetune_studies.jsonl"
 KL_BETAS = (0.0, 0.04, 0.2)
@@ -26,11 +26,11 @@ LORA_RANKS, LORA_ALPHAS = (1, 2, 4, 8, 16), (4.0, 16.0, 64.0)
 
 def studies(size: str) -> dict:
     """name -> (function of no arguments returning rows, summary function of the rows)."""
-    from minillm.finetune import studies_align as al
-    from minillm.finetune import studies_peft as pe
+    from book.ch06_tuning import studies_align as al
+    from book.ch06_tuning import studies_peft as pe
 
     def sf():  # imported on first use: the alignment and PEFT studies run without it
-        from minillm.finetune import studies_sft
+        from book.ch06_tuning import studies_sft
         return studies_sft
 
     @lru_cache(maxsize=1)
@@ -38,7 +38,7 @@ def studies(size: str) -> dict:
         return al.prepare_alignment(seed=0, size=size)
 
     def knowledge_study(**kw):
-        from minillm.finetune.studies_knowledge import knowledge_study
+        from book.ch06_tuning.studies_knowledge import knowledge_study
         return knowledge_study(**kw)
 
     def base():

@@ -321,7 +321,7 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 
 def print_tables(rows: list[dict], summary: dict) -> None:
-    from minillm.viz import markdown_table
+    from book.viz import markdown_table
 
     shown = [{**r, "shape": " ".join(f"{k}={v}" for k, v in r["shape"].items()),
               "ms": r["ms"] if r.get("ms") else r.get("error", "failed")} for r in rows]

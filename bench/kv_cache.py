@@ -13,7 +13,7 @@ equals wall time on an idle machine. Pass --wall to time wall-clock instead.
 
 Prints one line per sequence length and appends a record {"study": "kv_cache", config, "rows": [{seq_len,
 prompt_len, new_tokens, cached_tps, uncached_tps, speedup}], provenance} to bench/results/kv_cache.jsonl;
-`minillm.generate.plot_kv_speed(rows)` draws it.
+`book.ch07_utilization_eval.plots.plot_kv_speed(rows)` draws it.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 from minillm.generate import kv_cache_speed
 from minillm.model.transformer import GPT
 from minillm.presets import model_preset
-from minillm.provenance import run_studies
+from book.results import run_studies
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kv_cache.jsonl"
 PRESET, BLOCK_SIZE, VOCAB = "small", 512, 256

@@ -146,7 +146,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def print_table(rows: list[dict], device_name: str) -> None:
-    from minillm.viz import markdown_table
+    from book.viz import markdown_table
 
     shown = [{**r, "mfu": r["error"] if r.get("error") else _fmt(None if r["mfu"] is None else 100 * r["mfu"], ".1f")}
              for r in rows]

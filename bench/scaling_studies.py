@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from minillm.provenance import append_jsonl, provenance
-from minillm.scaling.knowledge import knowledge_capacity
-from minillm.scaling.studies import data_scaling_curve, improvement_per_decade
+from book.ch01_scaling_laws.studies_knowledge import knowledge_capacity
+from book.ch01_scaling_laws.studies import data_scaling_curve, improvement_per_decade
 
 OUT = Path(__file__).resolve().parent / "results" / "scaling_studies.jsonl"
 

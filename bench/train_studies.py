@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from minillm.model.study_data import ArchRun
-from minillm.provenance import run_studies
-from minillm.train.studies import batch_size_study, gradient_noise_scale, lr_sweep, schedule_study, warmup_study
-from minillm.train.studies_stability import clipping_study, loss_spike_study, precision_study, weight_decay_study
+from book.runs import ArchRun
+from book.results import run_studies
+from book.ch05_training.studies import batch_size_study, gradient_noise_scale, lr_sweep, schedule_study, warmup_study
+from book.ch05_training.studies_stability import clipping_study, loss_spike_study, precision_study, weight_decay_study
 
 OUT = Path(__file__).resolve().parent / "results" / "train_studies.jsonl"
 

@@ -14,24 +14,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minillm.provenance import studies_cli
+from book.results import studies_cli
 
 OUT = Path(__file__).resolve().parent / "results" / "utilization_studies.jsonl"
 
 
 def studies(size: str) -> dict:
     """name -> (function of no arguments returning rows, None: these records carry no summary)."""
-    from minillm import utilization as ut
+    from book.ch07_utilization_eval import studies as ut
 
     def models():
         return ut.chapter_models(size)
 
     def tools():
-        from minillm.tools import tool_study
+        from book.ch07_utilization_eval.studies_tools import tool_study
         return tool_study(size=size)
 
     def contamination():
-        from minillm.contamination import contamination_demo
+        from book.ch07_utilization_eval.studies_contamination import contamination_demo
         return contamination_demo(size=size)
 
     return {

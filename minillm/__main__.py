@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import ModelConfig, TrainConfig
+from minillm.config import ModelConfig, TrainConfig
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def config_overrides(args: argparse.Namespace, cls) -> dict[str, Any]:
 
 def _documents(source: str, n_docs: int, seed: int, field: str) -> tuple[list[str], str]:
     """Documents from a synthetic corpus name, a local .txt/.jsonl file or folder, or hf:NAME."""
-    from .data import sources, synthetic
+    from minillm.data import sources, synthetic
 
     if source in synthetic.CORPORA:
         c = synthetic.corpus(source, n_docs=n_docs, seed=seed)
@@ -106,8 +106,8 @@ def _documents(source: str, n_docs: int, seed: int, field: str) -> tuple[list[st
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from .data.prepare import prepare
-    from .data.tokenizer import BPETokenizer, CharTokenizer
+    from minillm.data.prepare import prepare
+    from minillm.data.tokenizer import BPETokenizer, CharTokenizer
 
     docs, description = _documents(args.source, args.n_docs, args.seed, args.field)
     if not docs:
@@ -129,8 +129,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     import os
 
-    from .data.loader import DataSplits
-    from .presets import model_preset, train_preset
+    from minillm.data.loader import DataSplits
+    from minillm.presets import model_preset, train_preset
 
     data = DataSplits.from_dir(args.data)
     model_over = config_overrides(args, ModelConfig)
@@ -143,7 +143,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ValueError(f"started by torchrun with WORLD_SIZE={world} but --parallel is none: every process "
                          f"would train alone and write the same files; pass --parallel ddp (or fsdp)")
     if world > 1:
-        from .train.parallel.dist import init_distributed
+        from minillm.train.parallel.group import init_distributed
 
         init_distributed()  # reads RANK, WORLD_SIZE, MASTER_ADDR/PORT from torchrun's environment
     try:
@@ -156,9 +156,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig, data: Any, main: bool) -> None:
-    from .device import seed_everything
-    from .model.transformer import GPT
-    from .train.trainer import Trainer
+    from minillm.device import seed_everything
+    from minillm.model.transformer import GPT
+    from minillm.train.trainer import Trainer
 
     seed_everything(train_cfg.seed)  # the initial weights depend on the seed alone, not on what ran before
     model = GPT(model_cfg)
@@ -184,10 +184,10 @@ def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainCon
 
 def _load_run(run_dir: str, device_name: str):
     """(model on its device, tokenizer, device) of the latest checkpoint in a run folder written by `train`."""
-    from .data.tokenizer import load_tokenizer
-    from .device import resolve_device
-    from .model.transformer import GPT
-    from .train.checkpoint import latest_checkpoint, load_checkpoint
+    from minillm.data.tokenizer import load_tokenizer
+    from minillm.device import resolve_device
+    from minillm.model.transformer import GPT
+    from minillm.train.checkpoint import latest_checkpoint, load_checkpoint
 
     run = Path(run_dir)
     cfg_path = run / "config.json"
@@ -205,7 +205,7 @@ def _load_run(run_dir: str, device_name: str):
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from .generate import generate
+    from minillm.generate import generate
 
     model, tok, device = _load_run(args.run, args.device)
     idx = torch.tensor([tok.encode(args.prompt)], device=device)
@@ -217,8 +217,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Perplexity / bits per byte on a text file, and the benchmark suites (Survey §7)."""
-    from .benchmarks import evaluate_suite
-    from .evaluate import perplexity
+    from minillm.evaluation.benchmarks import evaluate_suite
+    from minillm.evaluation.harness import perplexity
 
     model, tok, _ = _load_run(args.run, args.device)
     if args.text:
@@ -258,7 +258,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     import torch
 
-    from .sweep import default_sweep, plan, run_sweep
+    from minillm.scaling.sweep import default_sweep, plan, run_sweep
 
     if args.threads is not None:
         if args.threads < 1:
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--run", required=True, help="run folder written by `train`")
     pe.add_argument("--text", default=None, help="UTF-8 text file: report perplexity and bits per byte on it")
     pe.add_argument("--tasks", default="facts_mc,arithmetic,story_cloze",
-                    help="comma-separated minillm.benchmarks tasks ('' for none) [default: all three]")
+                    help="comma-separated minillm.evaluation.benchmarks tasks ('' for none) [default: all three]")
     pe.add_argument("--n", type=int, default=100, help="items per task [default: 100]")
     pe.add_argument("--shots", type=int, default=0, help="few-shot demonstrations per prompt [default: 0]")
     pe.add_argument("--device", default="auto", help="auto, cpu, cuda, mps [default: auto]")
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(N, D, FLOPs, losses, loss curve, provenance) to --out. Rerunning the same "
                                     "command resumes: runs already in the file are skipped. Survey §2.1.")
     ps.add_argument("--size", default=None, choices=("ci", "laptop", "gpu"),
-                    help="sweep profile from minillm.sweep.default_sweep [default: $MINILLM_SIZE or auto]")
+                    help="sweep profile from minillm.scaling.sweep.default_sweep [default: $MINILLM_SIZE or auto]")
     ps.add_argument("--out", required=True, help="JSONL file the rows are appended to (created if absent)")
     ps.add_argument("--mode", default=None, choices=("isoflop", "grid"),
                     help="isoflop: fixed FLOP budgets, steps = C / (FLOPs per step); grid: sizes x token budgets "

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import torch
 
-from .config import DEVICES
+from minillm.config import DEVICES
 
 
 def _mps_available() -> bool:

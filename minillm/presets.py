@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import torch
 
-from .config import ModelConfig, TrainConfig
+from minillm.config import ModelConfig, TrainConfig
 
 SIZES = ("ci", "laptop", "gpu")
 T = TypeVar("T")

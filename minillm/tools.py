@@ -98,7 +98,7 @@ def _number(rng: np.random.Generator, d: int) -> int:
 def _problems(n: int, seed: int, digits, heldout: bool, stream: int) -> list[tuple[int, int]]:
     """n multiplication problems, each operand with a digit count drawn from `digits`, from the held-out set or
     from its complement."""
-    from .emergence.mixture import stream_seed
+    from minillm.data.tasks.pretraining import stream_seed
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n={n!r} must be a positive int (the number of problems)")
@@ -127,7 +127,7 @@ def tool_line(a: int, b: int, with_tool: bool = True) -> str:
 def tool_text(n: int, seed: int, digits=(1, 3), with_tool: bool = True) -> str:
     """n multiplication problems (operand digit counts uniform in `digits`), one per line, never a held-out one.
     with_tool=False writes the SAME problems answered directly (the no-tool baseline's training text)."""
-    from .emergence.mixture import TRAIN_STREAM
+    from minillm.data.tasks.pretraining import TRAIN_STREAM
 
     return "".join(tool_line(a, b, with_tool) for a, b in _problems(n, seed, digits, False, TRAIN_STREAM))
 
@@ -136,7 +136,7 @@ def tool_examples(n: int, seed: int, digits) -> list[tuple[str, str]]:
     """n held-out evaluation problems as (prompt "a*b=", answer "a*b as digits"); digits is an int (both operands
     have exactly that many digits) or a (lo, hi) range. Problems may repeat where the held-out pool is small
     (about 12 of the 100 one-digit products)."""
-    from .emergence.mixture import EVAL_STREAM
+    from minillm.data.tasks.pretraining import EVAL_STREAM
 
     return [(f"{a}*{b}=", str(a * b)) for a, b in _problems(n, seed, digits, True, EVAL_STREAM)]
 
@@ -204,7 +204,7 @@ def generate_with_tools(model, tokenizer, prompt: str, max_new_tokens: int,
     With ``make_cache`` (minillm.GPT) a KV cache is used: each step feeds only the new tokens (one, or a pasted
     result); past block_size the context is cropped and re-encoded, exactly as `minillm.generate.generate` does.
     """
-    from .generate import sample_next
+    from minillm.generate import sample_next
 
     if not isinstance(prompt, str) or not prompt:
         raise ValueError("prompt must be a non-empty str: the first token needs something to condition on")
@@ -272,55 +272,6 @@ def generate_with_tools(model, tokenizer, prompt: str, max_new_tokens: int,
 
 # ---- the study -----------------------------------------------------------------------------------------------
 
-ARMS = ("tool", "no_tool")
-
-
-@dataclass(frozen=True)
-class ToolStudyConfig:
-    """Model sizes as (n_layer, n_embd), one training recipe for both arms, and the evaluation grid."""
-
-    sizes: tuple[tuple[int, int], ...] = ((1, 32), (2, 48), (2, 64))
-    steps: int = 1200              # L2-C64 copies 1-3 digit operands perfectly by then; L1-C32 never did
-    batch_size: int = 16
-    block_size: int = 64
-    lr: float = 5e-3
-    n_train: int = 20_000          # problems per arm (the same ones in both)
-    train_digits: tuple[int, int] = (1, 3)
-    eval_digits: tuple[int, ...] = (1, 2, 3, 4)
-    n_eval: int = 50               # problems per digit count
-    position: str = "rope"         # relative positions: copying a number works at any offset
-    device: str = "cpu"            # or "auto" / "cuda" (minillm.device.resolve_device)
-
-    @classmethod
-    def for_size(cls, size: str | None = None) -> "ToolStudyConfig":
-        from .presets import by_size
-
-        return by_size(ci=cls(sizes=((1, 16), (1, 32)), steps=30, batch_size=8, n_train=600, eval_digits=(1, 2, 4),
-                              n_eval=4),
-                       laptop=cls(),
-                       gpu=cls(sizes=((1, 32), (2, 64), (4, 128)), steps=4000, batch_size=32, n_train=60_000,
-                               n_eval=100, device="auto"),
-                       size=size)
-
-    def __post_init__(self):
-        if not self.sizes or any(len(s) != 2 or min(s) < 1 or s[1] % 16 for s in self.sizes):
-            raise ValueError(f"sizes={self.sizes!r} must be (n_layer, n_embd) pairs with n_embd a multiple of 16")
-        if self.steps < 1 or self.batch_size < 1 or self.n_train < 100 or self.n_eval < 1:
-            raise ValueError("steps, batch_size and n_eval must be >= 1 and n_train >= 100 (enough text to train on)")
-        if not self.eval_digits or min(self.eval_digits) < 1 or max(self.eval_digits) > 9:
-            raise ValueError(f"eval_digits={self.eval_digits!r} must be digit counts in 1..9")
-        d = max(self.eval_digits)  # "\n" prompt "a*b=", call "a*b", result and answer (<= 2d digits each), "\n"
-        marks = len(CALL_OPEN + CALL_CLOSE + RESULT_MARK + ANSWER_MARK)
-        longest = 1 + (2 * d + 2) + (2 * d + 1) + 2 * (2 * d) + marks + 1
-        if longest > self.block_size:
-            raise ValueError(f"block_size={self.block_size} is shorter than the longest evaluation line ({longest} "
-                             f"characters at {max(self.eval_digits)} digits): raise block_size or lower eval_digits")
-
-
-def _gold_budget(digits: int) -> int:
-    """Generous max_new_tokens for a d-digit problem: a full tool line plus slack for a model that rambles."""
-    return len(CALL_OPEN + CALL_CLOSE + RESULT_MARK + ANSWER_MARK) + 6 * digits + 8
-
 
 def evaluate_tools(model, tokenizer, examples, max_new_tokens: int, max_calls: int = 4) -> dict:
     """Exact match of the final answer and tool calls per answer over (prompt, answer) examples. Each prompt is
@@ -331,31 +282,3 @@ def evaluate_tools(model, tokenizer, examples, max_new_tokens: int, max_calls: i
         hits.append(trace.stop == "newline" and trace.answer == answer)
         calls.append(len(trace.calls))
     return {"exact_match": float(np.mean(hits)), "calls_per_answer": float(np.mean(calls))}
-
-
-def tool_study(size: str | None = None, seed: int = 0, config: ToolStudyConfig | None = None) -> list[dict]:
-    """Train every (size, arm) on `seed`'s problems and evaluate both arms on held-out problems per digit count.
-    Rows: {size: "L2-C64", params (non-embedding), arm: "tool" | "no_tool", digits, exact_match,
-    calls_per_answer}. Digit counts above config.train_digits[1] were never in training."""
-    from .device import resolve_device
-    from .emergence.mixture import emergence_tokenizer
-    from .emergence.scoring import train_lm
-    from .emergence.studies import size_label
-
-    cfg = config or ToolStudyConfig.for_size(size)
-    device = str(resolve_device(cfg.device))
-    tok = emergence_tokenizer()
-    texts = {arm: tool_text(cfg.n_train, seed, cfg.train_digits, with_tool=arm == "tool") for arm in ARMS}
-    evals = {d: tool_examples(cfg.n_eval, seed, d) for d in cfg.eval_digits}
-    rows = []
-    for n_layer, n_embd in cfg.sizes:
-        for arm in ARMS:
-            model, _, _ = train_lm(texts[arm], n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // 16),
-                                   steps=cfg.steps, batch_size=cfg.batch_size, block_size=cfg.block_size,
-                                   lr=cfg.lr, seed=seed, device=device, tokenizer=tok,
-                                   model_kwargs={"position": cfg.position})
-            for d, ex in evals.items():
-                res = evaluate_tools(model, tok, ex, _gold_budget(d))
-                rows.append({"size": size_label(n_layer, n_embd), "params": model.num_params(), "arm": arm,
-                             "digits": d, **res})
-    return rows

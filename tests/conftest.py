@@ -35,6 +35,14 @@ LAB_START_TIMEOUT_S = 90.0
 def pytest_configure(config: pytest.Config) -> None:
     # setdefault: whoever runs `MINILLM_SIZE=laptop pytest` on purpose keeps their choice.
     os.environ.setdefault("MINILLM_SIZE", "ci")
+    # Kernel tests run twice: on CPU in Triton's interpreter (CI) and on CUDA (marked `gpu`, for a lent device).
+    # TRITON_INTERPRET must be set before a kernel module is imported (`@triton.jit` decides at decoration
+    # time), so it is set here, before collection, when there is no GPU. With a GPU the kernels compile for it
+    # and the CPU variants skip, unless the caller set TRITON_INTERPRET=1 themselves.
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -157,3 +165,22 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
         yield server
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def crawl():
+    """A 300-page synthetic crawl (seed 0) with ground truth: the input of the data-cleaning tests."""
+    from minillm.data.crawl import generate_crawl
+
+    return generate_crawl(300, seed=0)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request) -> str:
+    """'cpu' (Triton interpreter) or 'cuda' (compiled kernels on the GPU), for the kernel tests."""
+    pytest.importorskip("triton", reason="Triton is not installed (it is a Linux-only dependency)")
+    from minillm.kernels import runtime
+
+    if request.param == "cpu" and not runtime.interpreter_requested():
+        pytest.skip("CPU kernel tests need TRITON_INTERPRET=1 (set automatically only when there is no GPU)")
+    return request.param

@@ -85,9 +85,12 @@ def pyproject() -> dict:
 
 def test_requirements_txt_has_runtime_and_dev_sections() -> None:
     sections = requirements_txt()
-    assert set(sections) == {"runtime", "dev"}
-    for must in ("torch", "numpy", "regex", "tokenizers", "jupyterlab", "ipywidgets"):
+    assert set(sections) == {"runtime", "book", "dev"}
+    for must in ("torch", "numpy", "regex", "tokenizers", "safetensors", "tqdm"):
         assert must in sections["runtime"], f"requirements.txt runtime section lacks {must}"
+    for must in ("jupyterlab", "ipywidgets", "matplotlib", "nbformat"):
+        assert must in sections["book"], f"requirements.txt book section lacks {must}"
+        assert must not in sections["runtime"], f"{must} is the textbook's, not the library's: `pip install minillm` must not pull it"
     for must in ("pytest", "pytest-xdist", "nbval", "playwright"):
         assert must in sections["dev"], f"requirements.txt dev section lacks {must}"
 
@@ -96,6 +99,7 @@ def test_pyproject_equals_requirements_txt() -> None:
     sections, project = requirements_txt(), pyproject()["project"]
     assert as_reqs(project["dependencies"], "pyproject dependencies") == sections["runtime"]
     extras = project["optional-dependencies"]
+    assert as_reqs(extras["book"], "pyproject [book]") == sections["book"]
     assert as_reqs(extras["dev"], "pyproject [dev]") == sections["dev"]
     assert "triton" in sections["runtime"], "the kernels chapter and tests need triton (Linux-only marker)"
 
@@ -103,7 +107,7 @@ def test_pyproject_equals_requirements_txt() -> None:
 def test_environment_yml_equals_requirements_txt() -> None:
     sections = requirements_txt()
     conda, pip = environment_yml()
-    assert pip == {**sections["runtime"], **sections["dev"]}
+    assert pip == {**sections["runtime"], **sections["book"], **sections["dev"]}
     assert "python=3.11" in conda and "pip" in conda
     assert re.search(r"^name:\s*minillm\s*$", (REPO_ROOT / "environment.yml").read_text(), re.M)
 
@@ -122,7 +126,7 @@ def test_torch_range_admits_cpu_and_cuda_builds(torch_version: str) -> None:
 def test_installed_packages_satisfy_ranges() -> None:
     # The environment running these tests was built from these files, so it must satisfy them;
     # a failure means a range was raised above what `make` installs (or the venv is stale: `make clean`).
-    wanted = {**requirements_txt()["runtime"], **requirements_txt()["dev"]}
+    wanted = {name: spec for section in requirements_txt().values() for name, spec in section.items()}
     problems = []
     for name, spec in wanted.items():
         if name in NOT_FOR_THIS_PLATFORM:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .experiments import SmallRun, train_on_texts
 
 # The default domains: English stories, Chinese stories, arithmetic. Three sources as different as a crawl's
 # web text, its Chinese share and its code/math share.
@@ -72,8 +71,8 @@ def domain_pools(n_chars: int, domains: Mapping[str, str] = DOMAINS, seed: int =
                  n_eval_docs: int = 200) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, float]]:
     """(train pools, held-out docs, floors) per domain: enough training text for a run of `n_chars` made of
     that domain alone, held-out documents from another seed, and each domain's entropy floor (nats/char)."""
-    from .synthetic import corpus
-    from .tokenizer import CharTokenizer
+    from minillm.data.synthetic import corpus
+    from minillm.data.tokenizer import CharTokenizer
 
     train, held, floors = {}, {}, {}
     for name, source in domains.items():
@@ -84,31 +83,6 @@ def domain_pools(n_chars: int, domains: Mapping[str, str] = DOMAINS, seed: int =
         held[name] = h.docs
         floors[name] = h.entropy_per_token(CharTokenizer.from_text(h.text()))
     return train, held, floors
-
-
-def mixture_sweep(grid: Sequence[Sequence[float]], run: SmallRun = SmallRun(),
-                  domains: Mapping[str, str] = DOMAINS, seed: int = 0, progress: bool = False) -> list[dict]:
-    """Train `run` once per mixture in `grid`; rows: weights {domain: share}, loss {domain: nats/char},
-    excess {domain: loss - floor}, floor {domain}, tokens."""
-    if not grid:
-        raise ValueError("grid is empty: use simplex_grid(n_domains, steps)")
-    from .tokenizer import CharTokenizer
-
-    names = list(domains)
-    train, held, floors = domain_pools(run.tokens, domains, seed)
-    tok = CharTokenizer.from_text("\n".join(d for pool in (*train.values(), *held.values()) for d in pool))
-    rows = []
-    for weights in grid:
-        w = _check_weights(weights, len(names))
-        docs = mixture_docs(w, train, run.tokens, seed)
-        res = train_on_texts(docs, held, run, tok)
-        loss = res["losses"]
-        rows.append({"weights": dict(zip(names, w.tolist())), "loss": loss, "floor": floors,
-                     "excess": {k: loss[k] - floors[k] for k in names}, "tokens": run.tokens})
-        if progress:
-            print("  mixture " + " ".join(f"{k}={v:.2f}" for k, v in zip(names, w)) + " -> excess "
-                  + " ".join(f"{k}={loss[k] - floors[k]:.3f}" for k in names), flush=True)
-    return rows
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .clean import (CharNgramLM, QualityClassifier, QualityRules, extract_text, heuristic_filter, keyword_filter,
+from minillm.data.clean import (CharNgramLM, QualityClassifier, QualityRules, extract_text, heuristic_filter, keyword_filter,
                     perplexity_filter, perplexity_threshold, precision_recall, script_language)
-from .crawl import Crawl, generate_crawl
-from .dedup import decontaminate, exact_dedup, near_dedup
-from .pii import find_pii, mask_pii_batch
+from minillm.data.crawl import Crawl, generate_crawl
+from minillm.data.dedup import decontaminate, exact_dedup, near_dedup
+from minillm.data.pii import find_pii, mask_pii_batch
 
 QUALITY_FILTERS = ("heuristic", "keyword", "perplexity", "classifier", "classifier_labelled")
 
@@ -68,7 +68,7 @@ class PipelineConfig:
 
 def reference_texts(n_docs: int, seed: int) -> dict[str, list[str]]:
     """Clean reference text per language, from our generators: English stories and facts, Chinese stories."""
-    from .synthetic import corpus
+    from minillm.data.synthetic import corpus
 
     half = max(1, n_docs // 2)
     return {"en": corpus("story", half, seed).docs + corpus("facts", n_docs - half, seed).docs,
@@ -199,22 +199,3 @@ def register_bias(result: PipelineResult) -> list[dict]:
             row[f"n_{reg}"] = int(m.sum())
         rows.append(row)
     return rows
-
-
-def crawl_experiment(n_pages: int = 2000, seed: int = 0, run=None, cfg: PipelineConfig = PipelineConfig(),
-                     n_eval_docs: int = 200) -> dict:
-    """Train the same small GPT on the raw extracted crawl and on the pipeline's output (same token budget) and
-    score both on fresh clean English and Chinese text. Returns raw_vs_clean's dict plus pages kept and the
-    stage table ("stages")."""
-    from .experiments import SmallRun, raw_vs_clean
-    from .synthetic import corpus
-
-    run = run or SmallRun()
-    crawl = generate_crawl(n_pages, seed=seed)
-    res = run_pipeline(crawl, cfg)
-    eval_sets = {"english": corpus("story", n_eval_docs, seed + 303).docs,
-                 "chinese": corpus("story_zh", n_eval_docs, seed + 303).docs}
-    out = raw_vs_clean([t for t in res.texts if t], res.cleaned, eval_sets, run)
-    out.update({"pages": n_pages, "kept": int(res.keep.sum()), "raw_chars": sum(map(len, res.texts)),
-                "clean_chars": sum(map(len, res.cleaned)), "stages": stage_rows(res)})
-    return out

@@ -141,8 +141,8 @@ def chat_tokenizer():
     Special tokens take ids 0..3, so ids differ from `emergence_tokenizer()`: pretrain the base model with this
     tokenizer (`emergence.train_lm(..., tokenizer=chat_tokenizer())`) when it will be chat-tuned later.
     """
-    from ..data.tokenizer import CharTokenizer
-    from ..emergence.mixture import ALPHABET
+    from minillm.data.tokenizer import CharTokenizer
+    from minillm.data.tasks.pretraining import ALPHABET
 
     return CharTokenizer(sorted(ALPHABET), special_tokens=CHAT_TOKENS)
 

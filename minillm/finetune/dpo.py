@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import TrainConfig
-from ..device import resolve_device
-from .chat import ChatTemplate
-from .logprobs import align_mask, masked_sum, token_logprobs
+from minillm.config import TrainConfig
+from minillm.device import resolve_device
+from minillm.finetune.chat import ChatTemplate
+from minillm.finetune.logprobs import align_mask, masked_sum, token_logprobs
 
 __all__ = ["LOSSES", "dpo_loss", "ipo_loss", "simpo_loss", "pair_logprobs", "train_dpo"]
 
@@ -104,7 +104,7 @@ def train_dpo(policy: nn.Module, ref: nn.Module | None, pairs: Sequence, templat
     computed once up front (it never changes). Logs loss, reward accuracy (share of pairs whose implicit reward
     prefers the chosen response) and the mean reward margin. Returns `sft.optimize`'s history.
     """
-    from .sft import epoch_sampler, optimize  # the shared minimal loop
+    from minillm.finetune.sft import epoch_sampler, optimize  # the shared minimal loop
 
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not valid; choose one of {', '.join(LOSSES)}")

@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import _Config
-from ..model.attention import Attention
-from .quant import QuantLinear, _set_module
+from minillm.config import _Config
+from minillm.model.attention import Attention
+from minillm.finetune.quant import QuantLinear, _set_module
 
 __all__ = ["LoRAConfig", "LoRALinear", "apply_lora", "merge_lora", "lora_state_dict", "Adapter", "apply_adapters",
            "PrefixAttention", "apply_prefix_tuning", "PromptTuning", "PEFTReport", "trainable_parameters",

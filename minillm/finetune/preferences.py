@@ -16,7 +16,7 @@ merely games the model (reward hacking).
     harm         -2 if the response contains a harmful pattern: "!!" or a banned word ("stupid", "hate",
                  "idiot"), as substrings. One penalty however many occur.
 
-Answers come from the prompt itself: the instruction families of `minillm.emergence` (every phrasing, train and
+Answers come from the prompt itself: the instruction families of `minillm.data.tasks` (every phrasing, train and
 held-out, is turned into an anchored regex) and "a+b" / "a*b" arithmetic; any other prompt needs its answer
 registered (`HiddenReward(answers={user_text: answer})` or `.register(conversations)`). Prompts may be plain
 user text, rendered chat text ("<|user|>...<|end|><|assistant|>", what a rollout decodes) or message lists.
@@ -68,7 +68,7 @@ def user_text(prompt: Any) -> str:
 @lru_cache(maxsize=1)
 def _family_patterns() -> list[tuple[re.Pattern, Any]]:
     """(anchored regex, family function) for every phrasing of every instruction family; built on first use."""
-    from ..emergence.instructions import FAMILIES
+    from minillm.data.tasks.instructions import FAMILIES
 
     out = []
     for fn, phrasings in FAMILIES.values():
@@ -188,7 +188,7 @@ def make_preference_pairs(n: int, seed: int, *, noise: float = 0.0, kinds: Seque
     mix / split / knobs / exclude go to `sft.instruction_data`; judge (default HiddenReward()) has the answers
     registered for these prompts.
     """
-    from .sft import instruction_data
+    from minillm.finetune.sft import instruction_data
 
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 0.5:
         raise ValueError(f"noise={noise!r} must be a share of flipped labels in [0, 0.5] (0.5 = coin flips)")
@@ -228,8 +228,8 @@ def reward_model_agreement(rm: torch.nn.Module, pairs: Sequence[dict], template=
                            judge: HiddenReward | None = None) -> float:
     """Share of pairs where the reward model ranks the responses as the HIDDEN reward does (not as the possibly
     flipped label does); ties count half. template defaults to ChatTemplate(chat_tokenizer())."""
-    from .chat import ChatTemplate, chat_tokenizer
-    from .reward import pair_rewards
+    from minillm.finetune.chat import ChatTemplate, chat_tokenizer
+    from minillm.finetune.reward import pair_rewards
 
     if not len(pairs):
         raise ValueError("no pairs to measure agreement on")

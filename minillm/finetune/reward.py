@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import TrainConfig
-from ..device import resolve_device
-from .chat import ChatTemplate
+from minillm.config import TrainConfig
+from minillm.device import resolve_device
+from minillm.finetune.chat import ChatTemplate
 
 __all__ = ["RewardModel", "bradley_terry_loss", "reward_accuracy", "pair_rewards", "train_reward_model"]
 
@@ -108,7 +108,7 @@ def pair_rewards(rm: RewardModel, template: ChatTemplate, pairs: Sequence,
 def train_reward_model(rm: RewardModel, template: ChatTemplate, pairs: Sequence, cfg: TrainConfig) -> list[dict]:
     """Fit `rm` to preference pairs ({"prompt", "chosen", "rejected"}) with the Bradley-Terry loss; logs the
     batch accuracy. Uses `sft.optimize` (TrainConfig's lr schedule, clipping, accumulation). Returns history."""
-    from .sft import epoch_sampler, optimize
+    from minillm.finetune.sft import epoch_sampler, optimize
 
     N = len(pairs)
     if N == 0:

@@ -21,7 +21,7 @@ Layout of a rollout (all per-token tensors are cut to the response, so column t 
     ref_logp  (N, R)      the same under the reference model
 
 Prompts are left-aligned and of equal length, so no padding, attention mask or position shift is needed (as
-`minillm.emergence.scoring.greedy_complete` batches prompts); callers group prompts by length. Log-probs are
+`minillm.evaluation.scoring.greedy_complete` batches prompts); callers group prompts by length. Log-probs are
 the model's own (temperature 1) distribution: at temperature != 1 the samples come from a sharpened or
 flattened policy, i.e. slightly off-policy; keep temperature 1 for on-policy updates. Use dropout 0 for RL,
 so the log-probs at sampling time (eval mode) equal those in the update (train mode) before any step.
@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ..config import _Config
-from ..generate import generate
-from .logprobs import token_logprobs
+from minillm.config import _Config
+from minillm.generate import generate
+from minillm.finetune.logprobs import token_logprobs
+
+__all__ = ["RewardFn", "Rollout", "RolloutConfig", "char_count_reward", "frozen_copy", "masked_mean",
+           "response_logprobs", "response_mask", "sample_rollout", "score_rollout"]
 
 # responses (the sampled text, stop token removed) and their prompts -> rewards (N,)
 RewardFn = Callable[[list[str], list[str]], torch.Tensor]

@@ -5,7 +5,7 @@
     history = train_sft(model, x, y, TrainConfig(max_steps=200, batch_size=16, lr=1e-3, device="cpu"))
     acc = response_accuracy(model, template, instruction_data(200, seed=1, split="heldout"))
 
-Data (§5.1.1, formatted instances): the synthetic worlds of `minillm.emergence` become chat conversations. Each
+Data (§5.1.1, formatted instances): the synthetic worlds of `minillm.data.tasks` become chat conversations. Each
 task has 8 phrasings (the instruction families' own `FAMILIES` phrasings; `TASK_TEMPLATES` for arithmetic and
 in-context tasks); the last `HELDOUT_PER_FAMILY` of each are held out, so zero-shot generalisation to unseen
 phrasings is measurable. `n_templates` limits the training phrasings per task (the diversity-vs-count study),
@@ -35,13 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig
-from ..device import resolve_device, seed_everything
-from ..emergence.mixture import stream_seed
-from ..emergence.tasks import FAMILIES, HELDOUT_PER_FAMILY, TASKS, TRACE_OPEN, Example
-from ..train.optim import build_optimizer, clip_grad_norm_, lr_at
-from ..train.precision import PrecisionPolicy
-from .chat import END, ChatTemplate, check_messages
+from minillm.config import TrainConfig
+from minillm.device import resolve_device, seed_everything
+from minillm.data.tasks.pretraining import stream_seed
+from minillm.data.tasks.generators import FAMILIES, HELDOUT_PER_FAMILY, TASKS, TRACE_OPEN, Example
+from minillm.train.optim import build_optimizer, clip_grad_norm_, lr_at
+from minillm.train.precision import PrecisionPolicy
+from minillm.finetune.chat import END, ChatTemplate, check_messages
 
 __all__ = ["IGNORE", "TASK_TEMPLATES", "SFT_TASKS", "Conversation", "task_templates", "example_to_conversation",
            "problem_key", "instruction_data", "load_jsonl", "pack", "sft_batches", "sft_loss", "optimize",
@@ -211,7 +211,7 @@ def load_jsonl(path: str | os.PathLike) -> list[Conversation]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no JSONL file at {path}" + (" (it is a directory)" if path.is_dir() else ""))
-    from ..data.sources import iter_jsonl_objects
+    from minillm.data.sources import iter_jsonl_objects
 
     out = [Conversation(_line_to_messages(obj, f"{path}:{lineno}"), {"source": str(path), "line": lineno})
            for lineno, obj in iter_jsonl_objects(path)]  # a loop over lines (documents)
@@ -381,7 +381,7 @@ def train_sft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Tra
 def response_accuracy(model: torch.nn.Module, template: ChatTemplate, conversations: Sequence[Conversation],
                       max_new_tokens: int | None = None, batch_size: int = 64) -> np.ndarray:
     """Exact match (N,) of the model's greedy response (up to END) against each conversation's final answer."""
-    from ..emergence.scoring import greedy_complete
+    from minillm.evaluation.scoring import greedy_complete
 
     if not conversations or any(c.answer is None for c in conversations):
         raise ValueError("need conversations that end with an assistant answer to score against")

@@ -19,7 +19,7 @@ imports a kernel module on first call: importing minillm never imports triton.
 """
 from __future__ import annotations
 
-from . import ops
-from .runtime import KernelUnavailableError, current_mode, require_triton, triton_installed, use_interpreter
+from minillm.kernels import ops
+from minillm.kernels.runtime import KernelUnavailableError, current_mode, require_triton, triton_installed, use_interpreter
 
 __all__ = ["KernelUnavailableError", "triton_installed", "current_mode", "use_interpreter", "require_triton", "ops"]

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import runtime
+from minillm.kernels import runtime
 
 JIT_MODE = runtime.current_mode()  # fixed now: @triton.jit below decides interpreter vs compiled at import
 

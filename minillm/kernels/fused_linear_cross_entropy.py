@@ -29,10 +29,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from . import runtime
+from minillm.kernels import runtime
 
 if runtime.triton_installed():  # the torch path works without triton (e.g. on a Mac); the Triton path needs it
-    from .cross_entropy import JIT_MODE, cross_entropy_forward  # no kernels here: it launches cross_entropy's
+    from minillm.kernels.cross_entropy import JIT_MODE, cross_entropy_forward  # no kernels here: it launches cross_entropy's
 else:
     JIT_MODE = runtime.current_mode()
 

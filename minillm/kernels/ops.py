@@ -8,27 +8,27 @@ from __future__ import annotations
 
 import torch
 
-from .runtime import require_triton
+from minillm.kernels.runtime import require_triton
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Fused RMSNorm over the last dim of x (any leading shape)."""
     require_triton()
-    from .rmsnorm import rms_norm as fn
+    from minillm.kernels.rmsnorm import rms_norm as fn
     return fn(x, weight, eps)
 
 
 def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Fused silu(a) * b, elementwise (a: the gate projection, b: the up projection)."""
     require_triton()
-    from .swiglu import swiglu as fn
+    from minillm.kernels.swiglu import swiglu as fn
     return fn(a, b)
 
 
 def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotary embedding of q (B, H, T, D) and k (B, Hkv, T, D) by cos/sin (T, D/2), adjacent-pair convention."""
     require_triton()
-    from .rope import rope as fn
+    from minillm.kernels.rope import rope as fn
     return fn(q, k, cos, sin)
 
 
@@ -36,7 +36,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
                   label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of logits (N, V) against targets (N,), as F.cross_entropy(reduction='mean')."""
     require_triton()
-    from .cross_entropy import cross_entropy as fn
+    from minillm.kernels.cross_entropy import cross_entropy as fn
     return fn(logits, targets, ignore_index, label_smoothing)
 
 
@@ -45,5 +45,5 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
                                chunk_size: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of hidden (N, C) @ weight (V, C).T against targets (N,), in token chunks."""
     require_triton()
-    from .fused_linear_cross_entropy import fused_linear_cross_entropy as fn
+    from minillm.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy as fn
     return fn(hidden, weight, targets, ignore_index, label_smoothing, chunk_size)

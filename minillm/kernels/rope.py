@@ -28,8 +28,8 @@ import triton
 import triton.language as tl
 from torch.autograd.graph import increment_version
 
-from ..model.position import apply_rope_cached
-from . import runtime
+from minillm.model.position import apply_rope_cached
+from minillm.kernels import runtime
 
 JIT_MODE = runtime.current_mode()  # fixed now: @triton.jit below decides interpreter vs compiled at import
 

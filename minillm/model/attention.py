@@ -16,10 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import kernels
-from ..config import ModelConfig
-from .layers import RMSNorm, softmax
-from .position import alibi_slopes, apply_rope_cached
+from minillm import kernels
+from minillm.config import ModelConfig
+from minillm.model.layers import RMSNorm, softmax
+from minillm.model.position import alibi_slopes, apply_rope_cached
 
 # ---------------------------------------------------------------------------------------------------------
 # Functional attention and masks.

@@ -27,11 +27,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from .attention import AttentionFn, repeat_kv, scaled_dot_product_attention
-from .layers import make_norm
-from .position import rope_angles, sinusoidal_embedding
-from .transformer import Block
+from minillm.config import ModelConfig
+from minillm.model.attention import AttentionFn, repeat_kv, scaled_dot_product_attention
+from minillm.model.layers import make_norm
+from minillm.model.position import rope_angles, sinusoidal_embedding
+from minillm.model.transformer import Block
 
 
 def _residual(position: str, alpha: float, x: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor],

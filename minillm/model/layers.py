@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import kernels
-from ..config import ModelConfig
+from minillm import kernels
+from minillm.config import ModelConfig
 
 # ---------------------------------------------------------------------------------------------------------
 # Functional forms: one equation each.

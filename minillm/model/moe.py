@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
-from .layers import MLP, softmax
+from minillm.config import ModelConfig
+from minillm.model.layers import MLP, softmax
 
 # ---------------------------------------------------------------------------------------------------------
 # Functional forms: one equation each.

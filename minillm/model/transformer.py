@@ -19,12 +19,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .. import kernels
-from ..config import ModelConfig
-from .attention import Attention, AttentionFn, KVCache
-from .layers import MLP, make_norm
-from .moe import MoE
-from .position import rope_angles, sinusoidal_embedding
+from minillm import kernels
+from minillm.config import ModelConfig
+from minillm.model.attention import Attention, AttentionFn, KVCache
+from minillm.model.layers import MLP, make_norm
+from minillm.model.moe import MoE
+from minillm.model.position import rope_angles, sinusoidal_embedding
 
 
 class Block(nn.Module):

@@ -23,8 +23,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
-from .laws import ChinchillaLaw, check_positive
-from .table import C_KEYS, D_KEYS, LOSS_KEYS, N_KEYS, as_runs, check_loss, check_same_length
+from minillm.scaling.laws import ChinchillaLaw, check_positive
+from minillm.scaling.table import C_KEYS, D_KEYS, LOSS_KEYS, N_KEYS, as_runs, check_loss, check_same_length
 
 N_CHINCHILLA_PARAMS = 5  # E, A, B, alpha, beta
 

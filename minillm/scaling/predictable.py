@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from .laws import check_positive
-from .table import as_runs, check_loss, check_same_length
+from minillm.scaling.laws import check_positive
+from minillm.scaling.table import as_runs, check_loss, check_same_length
 
 
 @dataclass(frozen=True)

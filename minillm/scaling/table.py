@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .laws import check_positive
+from minillm.scaling.laws import check_positive
 
 N_KEYS = ("n_params", "N", "params", "non_embedding_params")
 D_KEYS = ("tokens", "D", "n_tokens")

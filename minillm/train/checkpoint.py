@@ -32,8 +32,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..device import rng_state, set_rng_state
-from ..io import atomic_write, atomic_write_text, fsync_dir, replace_dir
+from minillm.device import rng_state, set_rng_state
+from minillm.io import atomic_write, atomic_write_text, fsync_dir, replace_dir
 
 FORMAT = "minillm-checkpoint-1"
 WEIGHTS, STATE, META = "model.safetensors", "state.pt", "meta.json"

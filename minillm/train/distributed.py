@@ -22,9 +22,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import PARALLEL as PARALLEL_MODES
-from .parallel.ddp import wrap_ddp
-from .parallel.fsdp import shard_fsdp2
+from minillm.config import PARALLEL as PARALLEL_MODES
+from minillm.train.parallel.ddp import wrap_ddp
+from minillm.train.parallel.fsdp import shard_fsdp2
 
 
 class Parallelism:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_text
+from minillm.io import atomic_write_text
 
 HOOK_NAMES = ("on_step", "on_eval")
 Hook = Callable[[Any, dict], None]

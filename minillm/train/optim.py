@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from minillm.config import TrainConfig
 
 
 class AdamW(torch.optim.Optimizer):

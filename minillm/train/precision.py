@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..device import autocast_dtype
+from minillm.device import autocast_dtype
 
 _DTYPE_BYTES = {
     torch.float64: 8, torch.float32: 4, torch.bfloat16: 2, torch.float16: 2, torch.int8: 1, torch.uint8: 1,

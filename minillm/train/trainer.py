@@ -36,15 +36,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig
-from ..data.loader import DataSplits, RandomLoader, get_batch
-from ..device import resolve_device, seed_everything
-from .checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
+from minillm.config import TrainConfig
+from minillm.data.loader import DataSplits, RandomLoader, get_batch
+from minillm.device import resolve_device, seed_everything
+from minillm.train.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
                          load_checkpoint_state, save_checkpoint)
-from .distributed import Parallelism
-from .history import HistoryWriter, mfu, normalize_hooks, peak_flops
-from .optim import build_optimizer, clip_grad_norm_, lr_at
-from .precision import PrecisionPolicy
+from minillm.train.distributed import Parallelism
+from minillm.train.history import HistoryWriter, mfu, normalize_hooks, peak_flops
+from minillm.train.optim import build_optimizer, clip_grad_norm_, lr_at
+from minillm.train.precision import PrecisionPolicy
 
 
 def _as_splits(data: Any) -> DataSplits:

@@ -15,14 +15,14 @@ De-duplication, privacy reduction (PII) and decontamination are the survey's oth
 live in their own modules (minillm.data.dedup, minillm.data.pii). Every filter returns a FilterResult
 (keep, reasons, scores), and "junk" (what a filter should drop) is the positive class in the metrics.
 """
-from ._common import FilterResult
-from .classifier import QualityClassifier, hashed_features
-from .extract import extract_paragraphs, extract_text
-from .heuristics import (BLOCKLIST, RULE_NAMES, STOP_WORDS_EN, QualityRules, heuristic_filter, keyword_filter,
+from minillm.data.clean._common import FilterResult
+from minillm.data.clean.classifier import QualityClassifier, hashed_features
+from minillm.data.clean.extract import extract_paragraphs, extract_text
+from minillm.data.clean.heuristics import (BLOCKLIST, RULE_NAMES, STOP_WORDS_EN, QualityRules, heuristic_filter, keyword_filter,
                          keyword_hits, rule_results, text_stats)
-from .langid import SCRIPTS, NgramLanguageID, script_counts, script_language, script_of
-from .metrics import precision_recall, roc_auc, stage_table
-from .perplexity import CharNgramLM, perplexity_filter, perplexity_threshold
+from minillm.data.clean.langid import SCRIPTS, NgramLanguageID, script_counts, script_language, script_of
+from minillm.data.clean.metrics import precision_recall, roc_auc, stage_table
+from minillm.data.clean.perplexity import CharNgramLM, perplexity_filter, perplexity_threshold
 
 __all__ = ["FilterResult", "QualityClassifier", "hashed_features", "extract_paragraphs", "extract_text",
            "BLOCKLIST", "RULE_NAMES", "STOP_WORDS_EN", "QualityRules", "heuristic_filter", "keyword_filter",

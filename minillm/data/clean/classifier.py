@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._common import check_float, check_int, check_texts, codepoints, is_han, is_space
+from minillm.data.clean._common import check_float, check_int, check_texts, codepoints, is_han, is_space
 
 _B = np.uint64(0x100000001B3)                       # odd base (FNV prime); odd -> invertible mod 2^64
 _B_INV = np.uint64(pow(int(_B), -1, 2**64))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from ._common import check_text
+from minillm.data.clean._common import check_text
 
 # Subtrees that are never main content.
 SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "nav", "footer", "header", "aside",

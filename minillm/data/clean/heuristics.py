@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 import regex
 
-from ._common import FilterResult, check_float, check_int, check_text, check_texts
+from minillm.data.clean._common import FilterResult, check_float, check_int, check_text, check_texts
 
 LANGUAGES = ("en", "zh", "other")
 STOP_WORDS_EN = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._common import HAN_RANGES, check_float, check_text, check_texts, codepoints
+from minillm.data.clean._common import HAN_RANGES, check_float, check_text, check_texts, codepoints
 
 SCRIPTS = ("latin", "han", "cyrillic", "greek", "arabic", "devanagari", "other")
 SCRIPT_LANGUAGE = {"latin": "en", "han": "zh"}   # every other script -> "other"

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._common import FilterResult, check_float, check_int, check_text, check_texts, codepoints
+from minillm.data.clean._common import FilterResult, check_float, check_int, check_text, check_texts, codepoints
 
 BOS, UNK = 0, 1          # ids of "before the document" padding and of characters unseen in training
 

@@ -48,8 +48,8 @@ PII spans and eval passages index into Page.text, never into the HTML.
 Files: model.py (labels, Page, CrawlConfig, Crawl), pages.py (content of each kind), items.py (PII items,
 decoys), dups.py (near-duplicate edits), html.py (HTML chrome), words.py (word lists), generate.py.
 """
-from .generate import generate_crawl
-from .model import (DUP_KINDS, LANGUAGES, PII_KINDS, QUALITIES, REGISTERS, Crawl, CrawlConfig, Page,
+from minillm.data.crawl.generate import generate_crawl
+from minillm.data.crawl.model import (DUP_KINDS, LANGUAGES, PII_KINDS, QUALITIES, REGISTERS, Crawl, CrawlConfig, Page,
                     PIISpan)
 
 __all__ = ["generate_crawl", "Crawl", "CrawlConfig", "Page", "PIISpan", "QUALITIES", "LANGUAGES", "REGISTERS",

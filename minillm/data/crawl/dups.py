@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from ..synthetic.lexicon import CHINESE, ENGLISH
-from .words import Rng
+from minillm.data.synthetic.lexicon import CHINESE, ENGLISH
+from minillm.data.crawl.words import Rng
 
 _WORD = re.compile(r"\S+")
 _HAN = re.compile(r"[\u4e00-\u9fff]")

@@ -11,14 +11,14 @@ from dataclasses import fields
 
 import numpy as np
 
-from ..pii import PII_KINDS, PIISpan
-from ..synthetic import corpus
-from . import items, pages
-from . import words as W
-from .dups import near_duplicate
-from .html import render
-from .model import Crawl, CrawlConfig, Page
-from .words import Rng
+from minillm.data.pii import PII_KINDS, PIISpan
+from minillm.data.synthetic import corpus
+from minillm.data.crawl import items, pages
+from minillm.data.crawl import words as W
+from minillm.data.crawl.dups import near_duplicate
+from minillm.data.crawl.html import render
+from minillm.data.crawl.model import Crawl, CrawlConfig, Page
+from minillm.data.crawl.words import Rng
 
 _MAX_RETRIES = 50  # a fresh page whose text collides with an earlier one is redrawn (never happens twice)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from . import words as W
-from .words import Rng
+from minillm.data.crawl import words as W
+from minillm.data.crawl.words import Rng
 
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]{2,6}")
 

@@ -9,9 +9,9 @@ A sentence is a list of segments (text, tag): tag is "" for ordinary text or a P
 """
 from __future__ import annotations
 
-from ..pii import cn_id_check_char, luhn_check_digit, luhn_valid
-from ..synthetic.lexicon import ENGLISH, LAST_NAMES
-from .words import Rng
+from minillm.data.pii import cn_id_check_char, luhn_check_digit, luhn_valid
+from minillm.data.synthetic.lexicon import ENGLISH, LAST_NAMES
+from minillm.data.crawl.words import Rng
 
 _DOMAINS = ("example.com", "example.org", "mailbox.test", "post.example.net", "inbox.example", "qq.example.cn")
 _REGIONS = ("110105", "310104", "440305", "510107", "330106", "420102", "610113", "230103", "120101")

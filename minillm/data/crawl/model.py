@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from ..pii import PII_KINDS, PIISpan
+from minillm.data.pii import PII_KINDS, PIISpan
 
 QUALITIES = ("clean", "low_quality", "spam", "garbled")
 LANGUAGES = ("en", "zh", "other")

@@ -14,10 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..synthetic import corpus
-from ..synthetic.lexicon import CHINESE, CITIES, ENGLISH
-from . import words as W
-from .words import Rng
+from minillm.data.synthetic import corpus
+from minillm.data.synthetic.lexicon import CHINESE, CITIES, ENGLISH
+from minillm.data.crawl import words as W
+from minillm.data.crawl.words import Rng
 
 _EN_SENT = re.compile(r"(?<=\.) ")
 _ZH_SENT = re.compile(r"[^。]+。?")

@@ -16,11 +16,11 @@ de-duplication at three granularities; each maps to a module here:
 Typical order on a crawl: exact_dedup, then line_dedup and repeated_lines_within, then near_dedup, then
 decontaminate against every benchmark you will report.
 """
-from .decontam import DecontamResult, decontaminate, ngram_keys, ngram_overlap
-from .exact import DedupResult, exact_dedup, line_dedup, normalize_for_hash, repeated_lines_within
-from .lsh import (NearDedupConfig, NearDedupResult, UnionFind, choose_bands, cluster_signatures,
+from minillm.data.dedup.decontam import DecontamResult, decontaminate, ngram_keys, ngram_overlap
+from minillm.data.dedup.exact import DedupResult, exact_dedup, line_dedup, normalize_for_hash, repeated_lines_within
+from minillm.data.dedup.lsh import (NearDedupConfig, NearDedupResult, UnionFind, choose_bands, cluster_signatures,
                   clusters_from_pairs, lsh_candidate_pairs, near_dedup, s_curve)
-from .minhash import (MAX_HASH, MERSENNE_PRIME, estimate_jaccard, jaccard, minhash_signatures, permutations,
+from minillm.data.dedup.minhash import (MAX_HASH, MERSENNE_PRIME, estimate_jaccard, jaccard, minhash_signatures, permutations,
                       shingle_hashes, shingle_spans, shingles)
 
 __all__ = [

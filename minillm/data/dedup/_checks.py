@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..clean._common import check_text, check_texts  # noqa: F401  (re-exported: one definition)
+from minillm.data.clean._common import check_text, check_texts  # noqa: F401  (re-exported: one definition)
 
 UNITS = ("word", "char")
 

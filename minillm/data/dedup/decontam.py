@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ._checks import check_int, check_texts, check_unit
-from .exact import normalize_for_hash
-from .minhash import shingle_spans
+from minillm.data.dedup._checks import check_int, check_texts, check_unit
+from minillm.data.dedup.exact import normalize_for_hash
+from minillm.data.dedup.minhash import shingle_spans
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._checks import check_int, check_text, check_texts, encode_utf8
+from minillm.data.dedup._checks import check_int, check_text, check_texts, encode_utf8
 
 
 @dataclass(frozen=True)

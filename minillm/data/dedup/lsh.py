@@ -25,8 +25,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ._checks import check_int, check_texts, check_threshold, check_unit
-from .minhash import minhash_signatures, permutations, shingle_hashes
+from minillm.data.dedup._checks import check_int, check_texts, check_threshold, check_unit
+from minillm.data.dedup.minhash import minhash_signatures, permutations, shingle_hashes
 
 
 def s_curve(s: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:

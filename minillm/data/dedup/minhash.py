@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._checks import check_int, check_text, check_unit, encode_utf8
+from minillm.data.dedup._checks import check_int, check_text, check_unit, encode_utf8
 
 MERSENNE_PRIME = (1 << 31) - 1
 MAX_HASH = (1 << 64) - 1  # the signature of an empty set: larger than any (a*x + b) mod MERSENNE_PRIME

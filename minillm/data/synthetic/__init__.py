@@ -9,9 +9,9 @@ and §2.1 (the irreducible loss E of the Chinchilla scaling law).
     arithmetic.py  "arithmetic": a+b=c, where the answer costs 0 nats
     lexicon.py     the word lists
 """
-from .corpus import CORPORA, Corpus, corpus, doc_logprob, entropy_per_token, exact_distribution, sample_stream
-from .facts import FactWorld, Person
-from .grammar import DIFFICULTY_LEVELS, Choice
+from minillm.data.synthetic.corpus import CORPORA, Corpus, corpus, doc_logprob, entropy_per_token, exact_distribution, sample_stream
+from minillm.data.synthetic.facts import FactWorld, Person
+from minillm.data.synthetic.grammar import DIFFICULTY_LEVELS, Choice
 
 __all__ = ["CORPORA", "Corpus", "corpus", "doc_logprob", "entropy_per_token", "exact_distribution",
            "sample_stream", "FactWorld", "Person", "DIFFICULTY_LEVELS", "Choice"]

@@ -23,12 +23,12 @@ from typing import Iterator
 
 import numpy as np
 
-from .arithmetic import ArithmeticSource
-from .facts import FactsSource
-from .grammar import check_int
-from .lexicon import CHINESE, ENGLISH
-from .source import END, Source, take
-from .story import BilingualSource, StorySource
+from minillm.data.synthetic.arithmetic import ArithmeticSource
+from minillm.data.synthetic.facts import FactsSource
+from minillm.data.synthetic.grammar import check_int
+from minillm.data.synthetic.lexicon import CHINESE, ENGLISH
+from minillm.data.synthetic.base import END, Source, take
+from minillm.data.synthetic.story import BilingualSource, StorySource
 
 _story_en = StorySource("story", ENGLISH, "English stories from a stochastic grammar with state")
 _story_zh = StorySource("story_zh", CHINESE, "Chinese stories from the same grammar, Chinese surface forms")

@@ -15,12 +15,12 @@ The other two axes of 3D parallelism matter once one model replica no longer fit
 - ``tensor.py``    tensor parallelism (Megatron-LM): each layer's weight matrices split across ranks
 - ``pipeline.py``  pipeline parallelism (GPipe): the stack of layers split into stages, fed micro-batches
 """
-from .ddp import accumulate, wrap_ddp
-from .dist import free_port, init_distributed, is_main, rank, spawn, world_size
-from .fsdp import shard_fsdp2
-from .pipeline import PipelineStage, bubble_fraction, gpipe_step, schedule_table, split_stages
-from .tensor import tensor_parallel, tp_comm_bytes
-from .zero import ZeroOneAdamW
+from minillm.train.parallel.ddp import accumulate, wrap_ddp
+from minillm.train.parallel.group import free_port, init_distributed, is_main, rank, spawn, world_size
+from minillm.train.parallel.fsdp import shard_fsdp2
+from minillm.train.parallel.pipeline import PipelineStage, bubble_fraction, gpipe_step, schedule_table, split_stages
+from minillm.train.parallel.tensor import tensor_parallel, tp_comm_bytes
+from minillm.train.parallel.zero import ZeroOneAdamW
 
 __all__ = ["init_distributed", "is_main", "rank", "world_size", "spawn", "free_port", "wrap_ddp", "accumulate",
            "ZeroOneAdamW", "shard_fsdp2", "tensor_parallel", "tp_comm_bytes", "PipelineStage", "split_stages",

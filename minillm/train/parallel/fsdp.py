@@ -18,8 +18,8 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
-from ...model.transformer import GPT
-from . import dist as pdist
+from minillm.model.transformer import GPT
+from minillm.train.parallel import group as pdist
 
 
 def shard_fsdp2(model: nn.Module, mesh: DeviceMesh | None = None, **fsdp_kwargs) -> nn.Module:

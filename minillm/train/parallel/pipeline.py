@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ...model.position import rope_angles
+from minillm.model.position import rope_angles
 
 IGNORE_INDEX = -100  # targets that carry no loss, as in GPT.forward
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
-from ...config import ModelConfig
+from minillm.config import ModelConfig
 
 
 def _refuse_cache(module: nn.Module, args: tuple, kwargs: dict) -> None:

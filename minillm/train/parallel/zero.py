@@ -23,7 +23,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from ..optim import AdamW
+from minillm.train.optim import AdamW
 
 
 class ZeroOneAdamW(torch.optim.Optimizer):

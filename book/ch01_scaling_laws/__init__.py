@@ -1,0 +1,1 @@
+"""Chapter 01_scaling_laws: the studies and figures of chapters/01_scaling_laws.ipynb."""

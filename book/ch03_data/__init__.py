@@ -1,0 +1,1 @@
+"""Chapter 03_data: the studies and figures of chapters/03_data.ipynb."""

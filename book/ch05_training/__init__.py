@@ -1,0 +1,1 @@
+"""Chapter 05_training: the studies and figures of chapters/05_training.ipynb."""

@@ -1,0 +1,131 @@
+"""Tests of book.ch03_data.studies_experiments and minillm.data.mixture: the training experiments of chapter 03."""
+import numpy as np
+import pytest
+import torch
+
+from book.ch03_data.studies_experiments import (SmallRun, duplication_study, heldout_loss, raw_vs_clean, repeated_mixture, train_on_texts)
+from minillm.data.mixture import MixingLaw, fit_mixing_law, mixture_docs, simplex_grid
+from book.ch03_data.studies_mixture import mixture_sweep
+from minillm.data.synthetic import corpus
+
+TINY = SmallRun(n_layer=1, n_embd=16, n_head=1, block_size=32, batch_size=4, steps=20, eval_windows=8)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_layer=0), "n_layer"), (dict(n_embd=30, n_head=4), "divisible"), (dict(lr=2.0), "lr"),
+    (dict(steps=True), "steps"),
+])
+def test_small_run_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SmallRun(**kwargs)
+
+
+def test_heldout_loss_matches_model_loss_on_the_same_windows():
+    from minillm import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=7, block_size=8, n_layer=1, n_embd=16, n_head=1))
+    ids = torch.randint(0, 7, (8 * 5 + 1,))
+    # 5 windows, all taken: the mean over them equals one forward on the stacked windows.
+    x = torch.stack([ids[i * 8:i * 8 + 8] for i in range(5)])
+    y = torch.stack([ids[i * 8 + 1:i * 8 + 9] for i in range(5)])
+    with torch.no_grad():
+        want = model(x, y)[1].item()
+    assert heldout_loss(model, ids, max_windows=100, batch_size=2) == pytest.approx(want, abs=1e-6)
+    with pytest.raises(ValueError, match="fewer than one window"):
+        heldout_loss(model, ids[:8])
+
+
+def test_train_on_texts_learns_and_reports():
+    docs = corpus("story", 60, 1).docs
+    held = corpus("story", 20, 2).docs
+    res = train_on_texts(docs, {"held": held, "same": docs[:10]}, TINY)
+    assert set(res["losses"]) == {"held", "same"}
+    first = res["history"][0]["loss"]
+    assert res["losses"]["held"] < first  # it learned something in 20 steps
+    assert res["epochs"] == pytest.approx(TINY.tokens / res["train_chars"])
+
+
+@pytest.mark.parametrize("train, evals, err, match", [
+    ([], {"a": ["x" * 100]}, ValueError, "no non-empty"),
+    ("a string", {"a": ["x"]}, TypeError, "list of str"),
+    (["ok" * 100, 3], {"a": ["x"]}, TypeError, r"train_docs\[1\]"),
+    (["ok" * 100], {}, ValueError, "eval_sets is empty"),
+    (["ab"], {"a": ["x" * 100]}, ValueError, "fewer than one window"),
+])
+def test_train_on_texts_bad_input(train, evals, err, match):
+    with pytest.raises(err, match=match):
+        train_on_texts(train, evals, TINY)
+
+
+def test_repeated_mixture_shares():
+    docs = [f"doc {i} " + "x" * 90 for i in range(400)]
+    out = repeated_mixture(docs, 20_000, 0.5, n_repeated=5, seed=0)
+    rep = set(docs[:5])
+    rep_chars = sum(len(d) + 1 for d in out if d in rep)
+    total = sum(len(d) + 1 for d in out)
+    assert 0.4 < rep_chars / total < 0.6
+    fresh = [d for d in out if d not in rep]
+    assert len(fresh) == len(set(fresh))  # fresh documents are distinct
+    assert repeated_mixture(docs, 20_000, 0.5, 5, seed=0) == out  # seeded
+    assert not rep & set(repeated_mixture(docs, 20_000, 0.0, 5))
+    with pytest.raises(ValueError, match="more unique_docs"):
+        repeated_mixture(docs[:50], 20_000, 0.1, 5)
+    with pytest.raises(ValueError, match="dup_share"):
+        repeated_mixture(docs, 20_000, 1.0, 5)
+
+
+def test_duplication_study_rows():
+    rows = duplication_study((0.0, 0.8), n_repeated=3, run=TINY, n_eval_docs=20)
+    assert [r["dup_share"] for r in rows] == [0.0, 0.8]
+    assert rows[1]["distinct_chars"] < 0.7 * rows[0]["distinct_chars"]
+    for r in rows:
+        assert r["excess"] == pytest.approx(r["val_loss"] - r["floor"]) and r["excess"] > 0
+
+
+def test_raw_vs_clean_shapes():
+    clean = corpus("story", 60, 1).docs
+    raw = clean + ["BUY CHEAP casino click here!!! $$$ " * 5] * 30
+    res = raw_vs_clean(raw, clean, {"held": corpus("story", 10, 2).docs}, TINY)
+    assert set(res["raw"]) == set(res["clean"]) == {"held"}
+    assert res["clean_minus_raw"]["held"] == pytest.approx(res["clean"]["held"] - res["raw"]["held"])
+
+
+def test_simplex_grid():
+    g = simplex_grid(3, 4)
+    assert len(g) == 3 and all(abs(sum(w) - 1) < 1e-12 and min(w) >= 0.25 for w in g)
+    assert len(simplex_grid(3, 4, min_count=0)) == 15
+    with pytest.raises(ValueError, match="steps"):
+        simplex_grid(3, 2)
+
+
+def test_mixture_docs_follow_weights():
+    pools = {"a": ["a" * 99] * 300, "b": ["b" * 49] * 600}
+    docs = mixture_docs((3, 1), pools, 20_000)
+    chars = {k: sum(len(d) + 1 for d in docs if d[0] == k) for k in "ab"}
+    assert chars["a"] / (chars["a"] + chars["b"]) == pytest.approx(0.75, abs=0.02)
+    with pytest.raises(ValueError, match="pool has"):
+        mixture_docs((1, 0), pools, 100_000)
+    with pytest.raises(ValueError, match="non-negative"):
+        mixture_docs((1, -1), pools, 1000)
+
+
+def test_fit_mixing_law_recovers_a_known_law():
+    names = ("en", "zh", "math")
+    law = MixingLaw("en", names, c=0.5, k=2.0, t=(-3.0, 0.5, 0.0), rmse=0.0)
+    grid = simplex_grid(3, 6)
+    rows = [{"weights": dict(zip(names, w)), "loss": {"en": float(law.predict(w)[0])}} for w in grid]
+    fit = fit_mixing_law(rows, "en")
+    assert fit.rmse < 1e-6
+    probe = np.array([[0.2, 0.3, 0.5], [0.7, 0.1, 0.2]])
+    np.testing.assert_allclose(fit.predict(probe), law.predict(probe), rtol=1e-5)
+    with pytest.raises(ValueError, match="not one of"):
+        fit_mixing_law(rows, "fr")
+    with pytest.raises(ValueError, match="cannot fit"):
+        fit_mixing_law(rows[:3], "en")
+
+
+def test_mixture_sweep_tiny():
+    rows = mixture_sweep(simplex_grid(2, 2), TINY, domains={"english": "story", "arithmetic": "arithmetic"})
+    assert len(rows) == 1 and set(rows[0]["excess"]) == {"english", "arithmetic"}
+    assert all(v > 0 for v in rows[0]["excess"].values())
