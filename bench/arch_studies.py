@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -20,9 +19,10 @@ from book.ch04_architectures.studies import activation_study, position_extrapola
 from book.ch04_architectures.studies_arch import architecture_comparison, moe_study, prefix_continuation
 from book.ch04_architectures.studies_attention import attention_study, kv_heads_study
 from book.runs import ArchRun
+from book import results
 from book.results import run_studies
 
-OUT = Path(__file__).resolve().parent / "results" / "arch_studies.jsonl"
+OUT = results.path("arch_studies.jsonl", must_exist=False)
 
 
 def studies(run: ArchRun) -> dict:

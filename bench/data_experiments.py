@@ -7,7 +7,7 @@
 - mixture: a 15-mixture grid over English stories, Chinese stories and arithmetic, the loss on each domain,
   and the data mixing law fitted per domain (what the chapter's slider widget reads).
 - raw_vs_clean: the same model trained on everything extracted from a synthetic crawl vs on what the
-  cleaning pipeline kept (minillm.data.pipeline), scored on clean held-out English and Chinese.
+  cleaning pipeline kept (minillm.data.curation), scored on clean held-out English and Chinese.
 
 Appends to bench/results/data_experiments.jsonl: {"experiment", "summary", "rows", "provenance"}.
 """
@@ -16,17 +16,18 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
-from book.ch03_data.studies_experiments import SmallRun, duplication_study
+from book.ch03_data.studies_experiments import duplication_study
+from book.runs import Run
 from minillm.data.mixture import fit_mixing_law, simplex_grid
 from book.ch03_data.studies_mixture import mixture_sweep
 from minillm.provenance import append_jsonl, provenance
+from book import results
 
-OUT = Path(__file__).resolve().parent / "results" / "data_experiments.jsonl"
-RUN = SmallRun(n_layer=2, n_embd=64, n_head=2, block_size=64, batch_size=16, steps=600)
+OUT = results.path("data_experiments.jsonl", must_exist=False)
+RUN = Run(n_layer=2, n_embd=64, n_head=2, block_size=64, batch_size=16, steps=600)
 
 
 def duplication(out: str) -> None:

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
 from book.ch02_emergence.studies import (EmergenceRun, ModelZoo, appearance_table, cot_study, icl_by_shots, instruction_study, inverse_scaling_study, size_sweep)
+from book import results
 from book.results import run_studies
 
-OUT = Path(__file__).resolve().parent / "results" / "emergence_studies.jsonl"
+OUT = results.path("emergence_studies.jsonl", must_exist=False)
 
 
 def studies(zoo: ModelZoo) -> dict:

@@ -15,11 +15,9 @@ Appends to bench/results/finetune_studies.jsonl: {"study", "size", "rows", "summ
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from book.results import studies_cli
 
-OUT = Path(__file__).resolve().parent / "results" / "finetune_studies.jsonl"
 KL_BETAS = (0.0, 0.04, 0.2)
 LORA_RANKS, LORA_ALPHAS = (1, 2, 4, 8, 16), (4.0, 16.0, 64.0)
 
@@ -77,7 +75,7 @@ def studies(size: str) -> dict:
 
 
 def main() -> None:
-    studies_cli(__doc__.splitlines()[0], OUT, studies)
+    studies_cli(__doc__.splitlines()[0], "finetune_studies.jsonl", studies)
 
 
 if __name__ == "__main__":

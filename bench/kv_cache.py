@@ -18,16 +18,16 @@ prompt_len, new_tokens, cached_tps, uncached_tps, speedup}], provenance} to benc
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from minillm.generate import kv_cache_speed
 from minillm.model.transformer import GPT
 from minillm.presets import model_preset
+from book import results
 from book.results import run_studies
 
-RESULTS = Path(__file__).resolve().parent / "results" / "kv_cache.jsonl"
+RESULTS = results.path("kv_cache.jsonl", must_exist=False)
 PRESET, BLOCK_SIZE, VOCAB = "small", 512, 256
 
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 
 from minillm.provenance import append_jsonl, provenance
 from book.ch01_scaling_laws.studies_knowledge import knowledge_capacity
 from book.ch01_scaling_laws.studies import data_scaling_curve, improvement_per_decade
+from book import results
 
-OUT = Path(__file__).resolve().parent / "results" / "scaling_studies.jsonl"
+OUT = results.path("scaling_studies.jsonl", must_exist=False)
 
 
 def main() -> None:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
 from book.runs import ArchRun
+from book import results
 from book.results import run_studies
 from book.ch05_training.studies import batch_size_study, gradient_noise_scale, lr_sweep, schedule_study, warmup_study
 from book.ch05_training.studies_stability import clipping_study, loss_spike_study, precision_study, weight_decay_study
 
-OUT = Path(__file__).resolve().parent / "results" / "train_studies.jsonl"
+OUT = results.path("train_studies.jsonl", must_exist=False)
 
 
 def studies(run: ArchRun) -> dict:

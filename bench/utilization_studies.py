@@ -12,11 +12,7 @@ script, bench/kv_cache.py.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from book.results import studies_cli
-
-OUT = Path(__file__).resolve().parent / "results" / "utilization_studies.jsonl"
 
 
 def studies(size: str) -> dict:
@@ -44,7 +40,7 @@ def studies(size: str) -> dict:
 
 
 def main() -> None:
-    studies_cli(__doc__.splitlines()[0], OUT, studies)
+    studies_cli(__doc__.splitlines()[0], "utilization_studies.jsonl", studies)
 
 
 if __name__ == "__main__":

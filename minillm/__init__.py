@@ -17,6 +17,7 @@ name has one meaning, and every `__init__.py` maps its modules in reading order.
     evaluation/  held-out loss, metrics, multiple-choice scoring, benchmarks, contamination
     generate.py  sampling, beam search, batched and streamed decoding with a KV cache
     tools.py     a calculator the model calls mid-generation
+    accounting.py  what a run costs: compute (6ND, GPU-days), memory per GPU under 3D parallelism and ZeRO, bytes sent
     finetune/    SFT, DPO, reward models, PPO, GRPO, PEFT, quantization
     scaling/     scaling laws with allocation, fits, prediction, the sweep runner
     __main__.py  python -m minillm {prepare,train,generate,eval,sweep}
@@ -48,3 +49,16 @@ from minillm.train.precision import PrecisionPolicy, memory_estimate, param_byte
 from minillm.train.trainer import Trainer
 
 __version__ = "0.1.0"
+
+__all__ = ["ModelConfig", "TrainConfig", "synthetic", "ByteBPE", "train_bpe", "DataSplits", "RandomLoader",
+           "SequentialLoader", "get_batch", "PreparedData", "prepare", "check_compatible", "read_header",
+           "read_shard", "write_shard", "load_hf_dataset", "read_jsonl", "read_text_files", "CORPORA", "Corpus",
+           "FactWorld", "corpus", "entropy_per_token", "BPETokenizer", "CharTokenizer", "Tokenizer",
+           "load_tokenizer", "resolve_device", "seed_everything", "generate", "sample_next", "KVCache",
+           "causal_mask", "prefix_mask", "scaled_dot_product_attention", "arch_stats", "EncoderDecoder",
+           "span_corruption", "split_prefix_batch", "cross_entropy", "gelu", "geglu", "layer_norm", "relu",
+           "rmsnorm", "silu", "softmax", "swiglu", "MoE", "load_balancing_loss", "router_z_loss", "top_k_routing",
+           "alibi_bias", "apply_rope", "sinusoidal_embedding", "GPT", "by_size", "model_preset", "size_profile",
+           "train_preset", "latest_checkpoint", "load_checkpoint", "load_checkpoint_state", "save_checkpoint",
+           "read_history", "AdamW", "build_optimizer", "clip_grad_norm_", "lr_at", "lr_curve", "param_groups",
+           "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer"]

@@ -18,13 +18,30 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from minillm.config import ModelConfig, TrainConfig
+import torch
+import torch.distributed as dist
 
+from minillm.config import ModelConfig, TrainConfig
+from minillm.data import sources, synthetic
+from minillm.data.loader import DataSplits
+from minillm.data.prepare import prepare
+from minillm.data.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from minillm.device import resolve_device, seed_everything
+from minillm.evaluation.benchmarks import evaluate_suite
+from minillm.evaluation.harness import perplexity
+from minillm.generate import generate
+from minillm.model.transformer import GPT
+from minillm.presets import model_preset, train_preset
+from minillm.scaling.sweep import default_sweep, plan, run_sweep
+from minillm.train.checkpoint import latest_checkpoint, load_checkpoint
+from minillm.train.parallel.group import init_distributed
+from minillm.train.trainer import Trainer
 
 # ---------------------------------------------------------------------------------------------------------
 # Options generated from the config dataclasses, so --help always matches the code.
@@ -83,7 +100,6 @@ def config_overrides(args: argparse.Namespace, cls) -> dict[str, Any]:
 
 def _documents(source: str, n_docs: int, seed: int, field: str) -> tuple[list[str], str]:
     """Documents from a synthetic corpus name, a local .txt/.jsonl file or folder, or hf:NAME."""
-    from minillm.data import sources, synthetic
 
     if source in synthetic.CORPORA:
         c = synthetic.corpus(source, n_docs=n_docs, seed=seed)
@@ -106,9 +122,6 @@ def _documents(source: str, n_docs: int, seed: int, field: str) -> tuple[list[st
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    from minillm.data.prepare import prepare
-    from minillm.data.tokenizer import BPETokenizer, CharTokenizer
-
     docs, description = _documents(args.source, args.n_docs, args.seed, args.field)
     if not docs:
         raise ValueError(f"--source {args.source!r} gave no documents")
@@ -127,11 +140,6 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    import os
-
-    from minillm.data.loader import DataSplits
-    from minillm.presets import model_preset, train_preset
-
     data = DataSplits.from_dir(args.data)
     model_over = config_overrides(args, ModelConfig)
     model_over.setdefault("vocab_size", data.vocab_size)
@@ -143,23 +151,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise ValueError(f"started by torchrun with WORLD_SIZE={world} but --parallel is none: every process "
                          f"would train alone and write the same files; pass --parallel ddp (or fsdp)")
     if world > 1:
-        from minillm.train.parallel.group import init_distributed
-
         init_distributed()  # reads RANK, WORLD_SIZE, MASTER_ADDR/PORT from torchrun's environment
     try:
         _train(args, model_cfg, train_cfg, data, main=int(os.environ.get("RANK", "0")) == 0)
     finally:
         if world > 1:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
 
 
 def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig, data: Any, main: bool) -> None:
-    from minillm.device import seed_everything
-    from minillm.model.transformer import GPT
-    from minillm.train.trainer import Trainer
-
     seed_everything(train_cfg.seed)  # the initial weights depend on the seed alone, not on what ran before
     model = GPT(model_cfg)
     out = Path(args.out)
@@ -184,10 +184,6 @@ def _train(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainCon
 
 def _load_run(run_dir: str, device_name: str):
     """(model on its device, tokenizer, device) of the latest checkpoint in a run folder written by `train`."""
-    from minillm.data.tokenizer import load_tokenizer
-    from minillm.device import resolve_device
-    from minillm.model.transformer import GPT
-    from minillm.train.checkpoint import latest_checkpoint, load_checkpoint
 
     run = Path(run_dir)
     cfg_path = run / "config.json"
@@ -203,10 +199,6 @@ def _load_run(run_dir: str, device_name: str):
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    import torch
-
-    from minillm.generate import generate
-
     model, tok, device = _load_run(args.run, args.device)
     idx = torch.tensor([tok.encode(args.prompt)], device=device)
     g = torch.Generator(device=device).manual_seed(args.seed)
@@ -217,8 +209,6 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Perplexity / bits per byte on a text file, and the benchmark suites (Survey §7)."""
-    from minillm.evaluation.benchmarks import evaluate_suite
-    from minillm.evaluation.harness import perplexity
 
     model, tok, _ = _load_run(args.run, args.device)
     if args.text:
@@ -254,12 +244,6 @@ def _float_list(text: str) -> list[float]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    import dataclasses as dc
-
-    import torch
-
-    from minillm.scaling.sweep import default_sweep, plan, run_sweep
-
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads={args.threads} must be at least 1")
@@ -269,7 +253,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
                                  ("n_docs", args.n_docs), ("device", args.device)) if v is not None}
     if changes.get("mode") == "grid" and "token_budgets" not in changes:
         raise ValueError("--mode grid needs --tokens (comma-separated token budgets, e.g. 1e5,1e6)")
-    cfg = dc.replace(base, **changes)  # dataclasses.replace runs __post_init__: the new values are validated
+    cfg = dataclasses.replace(base, **changes)  # dataclasses.replace runs __post_init__: the new values are validated
     if args.dry_run:
         for spec in plan(cfg):
             budget = f"{spec.budget:.2g}" if spec.budget is not None else "-"

@@ -7,6 +7,7 @@ figure shipped in `bench/results/` always says the command, machine, versions an
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -14,13 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from minillm import __version__
+
 
 def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     """command, UTC date, host (platform, cores, torch threads, GPU name) and package versions."""
-    import numpy as np
-    import torch
-
-    from minillm import __version__
 
     argv = list(sys.argv if argv is None else argv)
     if argv and Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "minillm":
@@ -42,7 +44,6 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _version_of(package: str) -> str | None:
     """Installed version of `package`, or None when it is not installed (read from metadata: no import)."""
-    import importlib.metadata
 
     try:
         return importlib.metadata.version(package)

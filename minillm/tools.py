@@ -38,6 +38,8 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
+from minillm.model.transformer import logits_of
+
 CALL_OPEN, CALL_CLOSE = "<calc>", "</calc>"
 RESULT_MARK = "=>"        # the runtime writes this and the tool's result right after a closed call
 ANSWER_MARK = " so "      # the model's final answer follows the last one on the line
@@ -168,10 +170,6 @@ class ToolTrace:
         return extract_answer(self.text)
 
 
-def _logits_of(out) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out  # minillm.GPT returns (logits, loss)
-
-
 def _tags(tools: Mapping[str, Callable[[str], str]]) -> dict[str, tuple[str, str]]:
     if not isinstance(tools, Mapping) or not tools:
         raise ValueError("tools must be a non-empty mapping of name -> callable(str) -> str, e.g. {'calc': calculator}")
@@ -231,12 +229,12 @@ def generate_with_tools(model, tokenizer, prompt: str, max_new_tokens: int,
         for _ in range(max_new_tokens):
             if cache is not None and len(ctx) <= block:
                 x = torch.tensor([ctx[n_fed:]], dtype=torch.long, device=device)  # (1, new): one token or a result
-                logits = _logits_of(model(x, cache=cache))
+                logits = logits_of(model(x, cache=cache))
             else:
                 context = ctx[-block:]
                 cache = model.make_cache(1) if use_cache and len(context) < block else None
                 x = torch.tensor([context], dtype=torch.long, device=device)  # (1, T) (re)encode everything
-                logits = _logits_of(model(x, cache=cache) if cache is not None else model(x))
+                logits = logits_of(model(x, cache=cache) if cache is not None else model(x))
             n_fed = len(ctx)
             nxt = int(sample_next(logits[:, -1, :], temperature=0.0)[0])  # greedy
             if nxt == newline[0]:

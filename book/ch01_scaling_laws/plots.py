@@ -4,7 +4,6 @@ Chapter 01 keeps its cells short by calling these. Each builder returns its Figu
 that tests and readers can inspect what was drawn. matplotlib and ipywidgets are imported inside the
 functions: importing minillm stays cheap, and the backend is whatever the reader (or CI) chose.
 
-- `shipped_sweep_path` finds the IsoFLOP sweep measured for this book (bench/results/sweeps/ in the repo).
 - `bracketed_budgets`, `envelope_curves`: the parts of a sweep each Chinchilla approach can use.
 - `plot_published_laws`, `plot_isoflop`, `plot_allocation_fits`, `plot_prediction`: the chapter's figures.
 - `predict_from_smaller_budgets`: predictable scaling on a sweep (fit the cheap budgets, predict the largest).
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,23 +22,7 @@ from minillm.scaling.laws import NAMED_BUDGETS, chinchilla_allocation, km_alloca
 from minillm.scaling.fits import ChinchillaFit, fit_chinchilla, group_budgets
 from minillm.scaling.laws import ChinchillaLaw, km_loss_c, km_loss_n, published_fit
 
-SWEEPS_DIR = ("bench", "results", "sweeps")  # relative to the repository root
 FLOOR_STYLE = dict(color="black", linestyle="--", linewidth=1)
-
-
-def shipped_sweep_path(name: str = "laptop_isoflop.jsonl") -> Path:
-    """Path of a sweep shipped with the repository (bench/results/sweeps/NAME), found from the package.
-
-    The results live next to the package in a git checkout, not inside it, so a pip-installed minillm
-    has none: then this raises FileNotFoundError saying how to get or make them.
-    """
-    path = Path(__file__).resolve().parents[2].joinpath(*SWEEPS_DIR, name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no shipped sweep at {path}. The measured sweeps come with the git checkout of minillm "
-            f"(bench/results/sweeps/); clone the repository and install it editable (`make lab`), or make "
-            f"your own with `python -m minillm sweep --out {'/'.join(SWEEPS_DIR)}/{name}`")
-    return path
 
 
 def _column(rows: Sequence[Mapping], key: str) -> np.ndarray:

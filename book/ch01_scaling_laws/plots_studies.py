@@ -11,12 +11,11 @@ matplotlib is imported inside the functions, as in `plots.py`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-STUDIES_FILE = ("bench", "results", "scaling_studies.jsonl")  # relative to the repository root
+from book import results
 
 
 class TrainedModel(NamedTuple):
@@ -33,15 +32,12 @@ TRAINED_MODELS = (
 )
 
 
-def shipped_studies(path: str | Path | None = None) -> dict[str, dict]:
+def shipped_studies() -> dict[str, dict]:
     """The latest shipped record of each study, by name ("data_scaling", "knowledge_capacity").
 
     Each record is {"study", "summary", "rows", "provenance"} as bench/scaling_studies.py appends them; a
     later record of the same study replaces an earlier one (the file keeps the history)."""
-    from book.results import latest_records
-
-    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
-    return latest_records(p, "study", f"make your own with `python bench/scaling_studies.py --out {p.name}`")
+    return results.latest("scaling_studies.jsonl")
 
 
 def _rows_of(rows: Sequence[Mapping], schedule: str) -> tuple[np.ndarray, np.ndarray]:

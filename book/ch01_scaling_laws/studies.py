@@ -20,9 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from minillm.config import ModelConfig, TrainConfig
+from book.runs import Run, train
 
 
 def check_shape(n_layer: Any, n_embd: Any, n_head: Any) -> tuple[int, int, int]:
@@ -38,19 +36,15 @@ def check_shape(n_layer: Any, n_embd: Any, n_head: Any) -> tuple[int, int, int]:
 def train_shape(shape: tuple[int, int, int], splits, vocab_size: int, block_size: int, batch_size: int,
                 steps: int, lr: float, seed: int, eval_batches: int, eval_interval: int = 0, hooks: Any = None,
                 device: str = "auto"):
-    """A GPT of `shape` and its Trainer (not yet fitted), with the sweep's recipe: warm-up 5%, cosine to lr/10."""
-    from minillm.model.transformer import GPT
-    from minillm.train.trainer import Trainer
-
-    torch.manual_seed(seed)
+    """A GPT of `shape` and its Trainer (not yet fitted), from the book's one recipe (`book.runs.train`) with the
+    sweep's settings: warm-up round(5%) of the steps, cosine to lr/10, 16 history rows, Trainer evaluations of
+    eval_batches random batches every eval_interval steps (0: at the end only)."""
     n_layer, n_embd, n_head = shape
-    model = GPT(ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_embd=n_embd,
-                            n_head=n_head))
-    tcfg = TrainConfig(batch_size=batch_size, max_steps=steps, lr=lr, min_lr=lr / 10,
-                       warmup_steps=max(1, round(0.05 * steps)), schedule="cosine", eval_interval=eval_interval,
-                       eval_batches=eval_batches, log_interval=max(1, steps // 16), seed=seed, device=device,
-                       progress=False)
-    return model, Trainer(model, tcfg, splits, hooks=hooks)
+    run = Run(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=block_size, batch_size=batch_size,
+              steps=steps, lr=lr, warmup=max(1, round(0.05 * steps)), seed=seed, device=device)
+    out = train(run, splits, vocab_size=vocab_size, hooks=hooks, fit=False, eval_batches=eval_batches,
+                eval_interval=eval_interval, log_interval=max(1, steps // 16))
+    return out.model, out.trainer
 
 
 # ============================================================================================ 1. data scaling

@@ -1,4 +1,9 @@
-"""Moved from `minillm.scaling.knowledge` (split: the library keeps the reusable part as `minillm.scaling.knowledge`)."""
+"""Knowledge capacity: how many bits of facts a model stores per parameter (Survey §2.1; Allen-Zhu & Li 2024).
+
+`knowledge_capacity` trains models of several sizes on biographies of a seeded FactWorld (each fact seen a set
+number of times) and measures the bits they store with `minillm.scaling.knowledge.knowledge_bits`.
+`expected_facts_per_doc` and `facts_tokenizer` are its helpers.
+"""
 from __future__ import annotations
 
 import math

@@ -11,21 +11,17 @@ Each plot takes the rows a study returns and returns the matplotlib Figure (matp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from book import results
 from book.viz import SliderPanel, need_rows
 
-STUDIES_FILE = ("bench", "results", "emergence_studies.jsonl")  # relative to the repository root
 METRIC_LABELS = {"exact_match": "exact match", "token_accuracy": "token accuracy",
                  "logprob_mean": "log-likelihood per token (nats)", "brier": "Brier score (lower is better)"}
 
 
-def shipped_emergence_studies(path: str | Path | None = None) -> dict[str, dict]:
+def shipped_emergence_studies() -> dict[str, dict]:
     """The latest record of each emergence study shipped with the book, by study name."""
-    from book.results import latest_records
-
-    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
-    return latest_records(p, "study", f"make your own with `python bench/emergence_studies.py --out {p.name}`")
+    return results.latest("emergence_studies.jsonl")
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:

@@ -26,13 +26,15 @@ import numpy as np
 
 from minillm.evaluation import metrics as M
 from minillm.data.tasks.pretraining import EVAL_STREAM, eval_examples, pretraining_mixture, stream_seed
-from minillm.data.tasks.base import TRACE_OPEN
-from minillm.evaluation.scoring import (heldout_loss, icl_accuracy_by_shots, inverse_scaling_rates, score_examples, score_generated)
-from book.runs_lm import train_lm
+from minillm.data.tasks.examples import TRACE_OPEN
+from minillm.data.tasks.pretraining import emergence_tokenizer
+from minillm.evaluation.loss import heldout_loss
+from minillm.evaluation.scoring import icl_accuracy_by_shots, inverse_scaling_rates, score_examples, score_generated
+from book.runs import Run, size_label, train
 
-__all__ = ["EmergenceRun", "ModelZoo", "base_rates", "SWEEP_TASKS", "THRESHOLDS", "size_sweep", "icl_by_shots",
-           "cot_study", "instruction_study", "inverse_scaling_study", "predictability", "appearance_table",
-           "size_label"]
+__all__ = ["RECIPE", "EmergenceRun", "ModelZoo", "base_rates", "SWEEP_TASKS", "THRESHOLDS", "size_sweep",
+           "icl_by_shots", "cot_study", "instruction_study", "inverse_scaling_study", "predictability",
+           "appearance_table", "size_label"]
 
 # What the sweep scores: name -> (task, knobs). A 2-digit sum has 2-3 answer characters (plus the newline),
 # so exact match needs every one right, the multi-token case where Schaeffer et al. expect a "jump".
@@ -69,34 +71,37 @@ def base_rates(cot: bool = True, instructions: bool = True) -> tuple[dict, dict]
     return rates, knobs
 
 
+# The sweep's training recipe (book.runs.Run); each size replaces n_layer, n_embd and n_head (see model_run).
+# RoPE: at 3000 steps a 2-layer model adds 2 digits (EM 0.16); learned positions: 0.00.
+RECIPE = Run(steps=1000, batch_size=16, block_size=128, lr=5e-3, model_fields={"position": "rope"})
+
+
 @dataclass(frozen=True)
 class EmergenceRun:
-    """The budget of every study: model sizes as (n_layer, n_embd), one training recipe, evaluation sizes.
-    `ablation_sizes` are indices into `sizes` that the no_cot / no_instructions arms retrain."""
+    """The budget of every study: model sizes as (n_layer, n_embd), one training recipe (`run`, a book.runs.Run
+    whose shape each size replaces), evaluation sizes. `ablation_sizes` are indices into `sizes` that the no_cot /
+    no_instructions arms retrain; `seed` draws the data (and offsets the models' init seed, 1337 + seed)."""
 
     sizes: tuple[tuple[int, int], ...] = ((1, 16), (1, 32), (2, 48), (2, 64), (3, 96), (3, 128))
-    steps: int = 1000
-    batch_size: int = 16
-    block_size: int = 128
-    lr: float = 5e-3
+    run: Run = RECIPE
     n_chars: int = 600_000
     n_eval: int = 200
     ablation_sizes: tuple[int, ...] = (2, 4)
     digits: tuple[int, ...] = (2, 3, 4)
     shots: tuple[int, ...] = (0, 1, 2, 4, 8)
     seed: int = 0
-    position: str = "rope"  # RoPE: at 3000 steps a 2-layer model adds 2 digits (EM 0.16); learned positions: 0.00
 
     @classmethod
     def for_size(cls, size: str | None = None) -> "EmergenceRun":
         from minillm.presets import by_size
 
         return by_size(
-            ci=cls(sizes=((1, 16), (2, 32), (2, 64)), steps=150, batch_size=8, n_chars=60_000, n_eval=40,
-                   ablation_sizes=(2,), digits=(2, 3), shots=(0, 2, 8)),
-            laptop=cls(steps=3000, batch_size=32, lr=3e-3, n_chars=4_000_000),
-            gpu=cls(sizes=((1, 16), (1, 32), (2, 64), (3, 128), (4, 192), (6, 256), (8, 384)), steps=4000,
-                    batch_size=32, n_chars=4_000_000, n_eval=500, ablation_sizes=(2, 4)),
+            ci=cls(sizes=((1, 16), (2, 32), (2, 64)), run=RECIPE.replace(steps=150, batch_size=8), n_chars=60_000,
+                   n_eval=40, ablation_sizes=(2,), digits=(2, 3), shots=(0, 2, 8)),
+            laptop=cls(run=RECIPE.replace(steps=3000, batch_size=32, lr=3e-3), n_chars=4_000_000),
+            gpu=cls(sizes=((1, 16), (1, 32), (2, 64), (3, 128), (4, 192), (6, 256), (8, 384)),
+                    run=RECIPE.replace(steps=4000, batch_size=32), n_chars=4_000_000, n_eval=500,
+                    ablation_sizes=(2, 4)),
             size=size)
 
     @classmethod
@@ -107,21 +112,24 @@ class EmergenceRun:
 
         size = size_profile() if size is None else size
         if by_size(ci=False, laptop=True, gpu=False, size=size):
-            return cls(sizes=((1, 32), (2, 64), (3, 96)), steps=1500, batch_size=16, lr=3e-3, n_chars=1_000_000,
-                       n_eval=100, ablation_sizes=(1,))
+            return cls(sizes=((1, 32), (2, 64), (3, 96)), run=RECIPE.replace(steps=1500, lr=3e-3),
+                       n_chars=1_000_000, n_eval=100, ablation_sizes=(1,))
         return cls.for_size(size)
 
     def __post_init__(self):
+        if not isinstance(self.run, Run):
+            raise TypeError(f"run must be a book.runs.Run, got {type(self.run).__name__}")
         if not self.sizes or any(len(s) != 2 or min(s) < 1 or s[1] % 16 for s in self.sizes):
             raise ValueError(f"sizes={self.sizes!r} must be (n_layer, n_embd) pairs with n_embd a multiple of 16")
         if any(not 0 <= i < len(self.sizes) for i in self.ablation_sizes):
             raise ValueError(f"ablation_sizes={self.ablation_sizes} must index into sizes (0..{len(self.sizes) - 1})")
-        if self.steps < 1 or self.n_eval < 2 or self.n_chars < 10_000:
-            raise ValueError("steps >= 1, n_eval >= 2 and n_chars >= 10_000 are needed for a meaningful study")
+        if self.n_eval < 2 or self.n_chars < 10_000:
+            raise ValueError("n_eval >= 2 and n_chars >= 10_000 are needed for a meaningful study")
 
-
-def size_label(n_layer: int, n_embd: int) -> str:
-    return f"L{n_layer}-C{n_embd}"
+    def model_run(self, index: int) -> Run:
+        """The Run of size `index`: run's recipe at (n_layer, n_embd) = sizes[index], a head per 32 channels."""
+        n_layer, n_embd = self.sizes[index]
+        return self.run.replace(n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // 32), seed=1337 + self.seed)
 
 
 @dataclass
@@ -161,28 +169,25 @@ class ModelZoo:
         return self.models[(arm, index)]
 
     def _train(self, arm: str, index: int):
-        n_layer, n_embd = self.run.sizes[index]
         if ("mix", arm) not in self.evals:  # one text per arm: every size reads the same characters
             rates, knobs = base_rates(**self.ARMS[arm])
             self.evals[("mix", arm)] = pretraining_mixture(rates, self.run.n_chars, self.run.seed,
                                                            exclude=self._exclude(), **knobs).text
-        out = train_lm(self.evals[("mix", arm)], n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // 32),
-                       steps=self.run.steps, batch_size=self.run.batch_size, block_size=self.run.block_size,
-                       lr=self.run.lr, seed=1337 + self.run.seed, model_kwargs={"position": self.run.position})
+        out = tuple(train(self.run.model_run(index), self.evals[("mix", arm)], tokenizer=emergence_tokenizer()))
         if self.cache_dir is not None:
-            from book.ch02_emergence import zoo_cache
+            from book.ch02_emergence import studies_zoo as zoo_cache
             zoo_cache.save(self._cache_path(arm, index), *out)
         return out
 
     def _cache_path(self, arm: str, index: int):
-        from book.ch02_emergence import zoo_cache
+        from book.ch02_emergence import studies_zoo as zoo_cache
         return zoo_cache.path_for(self.cache_dir, self.run, arm, index)
 
     def _cached(self, arm: str, index: int):
         """The model from cache_dir (waiting while another process trains it), or None: train it here."""
         if self.cache_dir is None:
             return None
-        from book.ch02_emergence import zoo_cache
+        from book.ch02_emergence import studies_zoo as zoo_cache
         return zoo_cache.load_or_claim(self._cache_path(arm, index), self.wait_s)
 
     def story_text(self) -> str:
@@ -205,7 +210,8 @@ def size_sweep(zoo: ModelZoo, tasks: dict[str, tuple[str, dict]] = SWEEP_TASKS) 
     rows = []
     for i in range(len(zoo.run.sizes)):
         model, tok, val = zoo.get(i)
-        info = {**zoo.size_info(i), "val_loss": float(val), "heldout_loss": heldout_loss(model, tok, zoo.story_text())}
+        info = {**zoo.size_info(i), "val_loss": float(val),
+                "heldout_loss": heldout_loss(model, zoo.story_text(), tokenizer=tok)}
         for name, (task, knobs) in tasks.items():
             # Half the training additions open with "[" (working): ask for the direct answer, not the working.
             forbid = TRACE_OPEN if task in ("addition", "multiplication") and not knobs.get("cot") else ""

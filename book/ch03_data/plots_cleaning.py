@@ -59,7 +59,7 @@ def plot_stage_scores(rows: Sequence[Mapping]):
     find or nothing flagged) is drawn as an empty bar marked "n/a"."""
     import matplotlib.pyplot as plt
 
-    rows = _rows(rows, ("stage", *SCORES), "minillm.data.pipeline.stage_rows(result)")
+    rows = _rows(rows, ("stage", *SCORES), "minillm.data.curation.stage_rows(result)")
     stages = [str(r["stage"]) for r in rows]
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.5))
@@ -86,7 +86,7 @@ def plot_register_bias(rows: Sequence[Mapping]):
     import matplotlib.pyplot as plt
 
     rows = _rows(rows, ("filter", "dropped_formal", "dropped_informal"),
-                 "minillm.data.pipeline.register_bias(result)")
+                 "minillm.data.curation.register_bias(result)")
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2.5, 3.8))
     for k, reg in enumerate(("formal", "informal")):
@@ -153,7 +153,7 @@ class FilterExplorer(SliderPanel):
     def __init__(self, result: Any):
         import ipywidgets as widgets
 
-        from minillm.data.pipeline import PipelineResult
+        from minillm.data.curation import PipelineResult
 
         if not isinstance(result, PipelineResult):
             raise TypeError(f"result must be a PipelineResult from run_pipeline, got {type(result).__name__}")

@@ -12,23 +12,17 @@ matplotlib and ipywidgets are imported inside the functions: importing minillm s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from book import results
 from book.viz import SliderPanel
 from minillm.data.mixture import MixingLaw, fit_mixing_law
 
-EXPERIMENTS_FILE = ("bench", "results", "data_experiments.jsonl")  # relative to the repository root
-
-
-def shipped_experiments(path: str | Path | None = None) -> dict[str, dict]:
+def shipped_experiments() -> dict[str, dict]:
     """The latest shipped record of each experiment ("duplication", "mixture", "raw_vs_clean")."""
-    from book.results import latest_records
-
-    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*EXPERIMENTS_FILE)
-    return latest_records(p, "experiment", f"make your own with `python bench/data_experiments.py --out {p.name}`")
+    return results.latest("data_experiments.jsonl", key="experiment")
 
 
 def plot_duplication(live_rows: Sequence[Mapping], shipped_rows: Sequence[Mapping] = ()):

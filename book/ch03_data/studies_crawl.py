@@ -1,19 +1,24 @@
-"""Moved from `minillm.data.pipeline` (split: the library keeps the reusable part as `minillm.data.pipeline`)."""
+"""The cleaned crawl against the raw one (Survey §4.1.2-§4.1.4): does cleaning buy a better model?
+
+`crawl_experiment` runs `minillm.data.curation`'s pipeline on a synthetic crawl, trains the same small GPT on the
+raw extracted text and on the pipeline's output (same token budget) and scores both on fresh clean text.
+"""
 from __future__ import annotations
 
 from minillm.data.crawl import generate_crawl
-from minillm.data.pipeline import PipelineConfig, run_pipeline, stage_rows
+from minillm.data.curation import PipelineConfig, run_pipeline, stage_rows
+from book.runs import Run
 
 
-def crawl_experiment(n_pages: int = 2000, seed: int = 0, run=None, cfg: PipelineConfig = PipelineConfig(),
+def crawl_experiment(n_pages: int = 2000, seed: int = 0, run: Run | None = None, cfg: PipelineConfig = PipelineConfig(),
                      n_eval_docs: int = 200) -> dict:
     """Train the same small GPT on the raw extracted crawl and on the pipeline's output (same token budget) and
     score both on fresh clean English and Chinese text. Returns raw_vs_clean's dict plus pages kept and the
     stage table ("stages")."""
-    from book.ch03_data.studies_experiments import SmallRun, raw_vs_clean
+    from book.ch03_data.studies_experiments import raw_vs_clean
     from minillm.data.synthetic import corpus
 
-    run = run or SmallRun()
+    run = run or Run()
     crawl = generate_crawl(n_pages, seed=seed)
     res = run_pipeline(crawl, cfg)
     eval_sets = {"english": corpus("story", n_eval_docs, seed + 303).docs,

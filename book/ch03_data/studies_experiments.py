@@ -5,9 +5,8 @@ Every experiment here trains the *same* small GPT for the *same* number of token
 then scores held-out text whose exact entropy we know (our synthetic generators give it), so a difference in
 loss is the data's doing and "excess loss" (loss minus the floor) says how far from perfect each model is.
 
-- `SmallRun`: the model and training recipe shared by all experiments (validated).
-- `train_on_texts`: train on a list of documents, report held-out loss on named evaluation sets.
-- `heldout_loss`: mean next-character loss over evenly spread, non-overlapping windows of a token stream.
+- `train_on_texts`: train the book's one small-run recipe (`book.runs.Run`, the same for every arm) on a list of
+  documents, report held-out loss (`minillm.evaluation.loss.heldout_loss`) on named evaluation sets.
 - `duplication_study`: same token budget, a growing share of it spent on a few documents repeated many times
   (Hernandez et al. 2022; Lee et al. 2022: repeated data hurts more than its share suggests).
 - `raw_vs_clean`: train on everything a crawl extracted vs only what the cleaning pipeline kept.
@@ -19,46 +18,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
-import torch
 
-from minillm.config import ModelConfig, TrainConfig
 from minillm.data.tokenizer import CharTokenizer
+from minillm.evaluation.loss import heldout_loss
+from book.runs import Run, train
 
 SEP = "\n"  # between documents of a training stream
-
-
-@dataclass(frozen=True)
-class SmallRun:
-    """One small GPT and how long to train it; every arm of an experiment uses the same one."""
-
-    n_layer: int = 2
-    n_embd: int = 64
-    n_head: int = 2
-    block_size: int = 64
-    batch_size: int = 16
-    steps: int = 300
-    lr: float = 3e-3
-    seed: int = 1337
-    eval_windows: int = 64  # windows of block_size scored per evaluation set
-    device: str = "cpu"
-
-    def __post_init__(self):
-        for name in ("n_layer", "n_embd", "n_head", "block_size", "batch_size", "steps", "eval_windows"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"SmallRun.{name}={v!r} must be a positive int")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"SmallRun.n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
-            raise ValueError(f"SmallRun.lr={self.lr!r} must be in (0, 1)")
-
-    @property
-    def tokens(self) -> int:
-        """Training tokens every arm sees: steps × batch × context."""
-        return self.steps * self.batch_size * self.block_size
 
 
 def _check_docs(name: str, docs: Sequence[str]) -> list[str]:
@@ -73,44 +41,14 @@ def _check_docs(name: str, docs: Sequence[str]) -> list[str]:
     return docs
 
 
-@torch.no_grad()
-def heldout_loss(model: torch.nn.Module, ids: torch.Tensor, max_windows: int = 64, batch_size: int = 32) -> float:
-    """Mean loss (nats/token) over up to `max_windows` non-overlapping windows spread evenly over `ids`.
-
-    Evenly spread rather than the first windows, so a stream that starts with one kind of document is not
-    scored on that kind alone; deterministic, so two models are scored on exactly the same targets."""
-    from minillm.data.loader import eval_window_starts
-
-    T = model.config.block_size
-    starts = eval_window_starts(len(ids), T, max_windows)  # (n,)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for s in range(0, len(starts), batch_size):
-            idx = starts[s:s + batch_size, None] + torch.arange(T + 1)     # (b, T+1)
-            w = ids[idx].to(device)
-            _, loss = model(w[:, :-1], w[:, 1:])
-            total += float(loss) * len(idx)
-            count += len(idx)
-    finally:
-        model.train(was_training)
-    return total / count
-
-
-def train_on_texts(train_docs: Sequence[str], eval_sets: Mapping[str, Sequence[str]], run: SmallRun = SmallRun(),
+def train_on_texts(train_docs: Sequence[str], eval_sets: Mapping[str, Sequence[str]], run: Run = Run(),
                    tokenizer: CharTokenizer | None = None) -> dict:
-    """Train `run`'s model for `run.tokens` tokens on `train_docs` (random windows; a small set is revisited,
-    which is the point of some experiments), then score every evaluation set.
+    """Train `run`'s model for `run.tokens` tokens on `train_docs` with `book.runs.train` (random windows; a small
+    set is revisited, which is the point of some experiments), then score every evaluation set.
 
-    Returns {"losses": {name: nats/char}, "train_chars", "epochs" (= run.tokens / train chars), "history"}.
+    Returns {"losses": {name: nats/char}, "train_chars", "epochs" (= run.tokens / train chars), "history", "run"}.
     The tokenizer defaults to one built over all texts, so no evaluation character is unknown.
     """
-    from minillm.data.loader import DataSplits
-    from minillm.model.transformer import GPT
-    from minillm.train.trainer import Trainer
-
     train_docs = _check_docs("train_docs", train_docs)
     if not eval_sets:
         raise ValueError("eval_sets is empty: give at least one {name: documents} to score the model on")
@@ -118,23 +56,13 @@ def train_on_texts(train_docs: Sequence[str], eval_sets: Mapping[str, Sequence[s
     train_text = SEP.join(train_docs) + SEP
     eval_text = {k: SEP.join(v) + SEP for k, v in evals.items()}
     tok = tokenizer or CharTokenizer.from_text(train_text + "".join(eval_text.values()))
-    train_ids = torch.from_numpy(tok.encode_to_array(train_text, dtype=np.int64))
-    eval_ids = {k: torch.from_numpy(tok.encode_to_array(t, dtype=np.int64)) for k, t in eval_text.items()}
-    if len(train_ids) <= run.block_size:
-        raise ValueError(f"the training text has {len(train_ids)} characters, fewer than one window "
-                         f"(block_size+1={run.block_size + 1}): give more documents")
-    first = next(iter(eval_ids.values()))
-    splits = DataSplits(train=train_ids, val=first, vocab_size=tok.vocab_size)
-    torch.manual_seed(run.seed)
-    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=run.block_size, n_layer=run.n_layer,
-                            n_embd=run.n_embd, n_head=run.n_head))
-    cfg = TrainConfig(batch_size=run.batch_size, max_steps=run.steps, lr=run.lr, min_lr=run.lr / 10,
-                      warmup_steps=max(1, run.steps // 20), schedule="cosine", eval_interval=0, eval_batches=1,
-                      log_interval=max(1, run.steps // 10), seed=run.seed, device=run.device, progress=False)
-    history = Trainer(model, cfg, splits).fit()
-    losses = {k: heldout_loss(model, ids, run.eval_windows) for k, ids in eval_ids.items()}
-    return {"losses": losses, "train_chars": len(train_ids), "epochs": run.tokens / len(train_ids),
-            "history": history, "run": asdict(run)}
+    first = next(iter(eval_text))
+    out = train(run, train_text, val=eval_text[first], tokenizer=tok)  # scores the first evaluation set
+    losses = {k: out.val_loss if k == first else
+              heldout_loss(out.model, t, tokenizer=tok, max_windows=run.eval_windows) for k, t in eval_text.items()}
+    train_chars = len(out.splits.train)
+    return {"losses": losses, "train_chars": train_chars, "epochs": run.tokens / train_chars,
+            "history": out.history, "run": asdict(run)}
 
 
 def repeated_mixture(unique_docs: Sequence[str], n_chars: int, dup_share: float, n_repeated: int,
@@ -163,7 +91,7 @@ def repeated_mixture(unique_docs: Sequence[str], n_chars: int, dup_share: float,
 
 
 def duplication_study(dup_shares: Sequence[float] = (0.0, 0.25, 0.5, 0.75), *, n_repeated: int = 20,
-                      run: SmallRun = SmallRun(), corpus_name: str = "story", seed: int = 0,
+                      run: Run = Run(), corpus_name: str = "story", seed: int = 0,
                       n_eval_docs: int = 200) -> list[dict]:
     """Held-out loss when `dup_share` of a fixed-size training set is `n_repeated` documents repeated.
 
@@ -196,7 +124,7 @@ def duplication_study(dup_shares: Sequence[float] = (0.0, 0.25, 0.5, 0.75), *, n
 
 
 def raw_vs_clean(raw_docs: Sequence[str], clean_docs: Sequence[str], eval_sets: Mapping[str, Sequence[str]],
-                 run: SmallRun = SmallRun()) -> dict:
+                 run: Run = Run()) -> dict:
     """The same model and token budget trained on everything extracted from a crawl (`raw_docs`) and on what
     the cleaning pipeline kept (`clean_docs`); held-out losses on each evaluation set, and their difference."""
     raw_docs, clean_docs = _check_docs("raw_docs", raw_docs), _check_docs("clean_docs", clean_docs)

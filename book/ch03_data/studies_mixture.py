@@ -1,12 +1,17 @@
-"""Moved from `minillm.data.mixture` (split: the library keeps the reusable part as `minillm.data.mixture`)."""
+"""The mixture sweep behind the data mixing law (Survey §4.1.3; Ye et al. 2024).
+
+`mixture_sweep` trains one small model per domain mixture of a simplex grid (`minillm.data.mixture`) and returns
+the held-out loss per domain, the rows `minillm.data.mixture.fit_mixing_law` fits.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from book.ch03_data.studies_experiments import SmallRun, train_on_texts
+from book.ch03_data.studies_experiments import train_on_texts
+from book.runs import Run
 from minillm.data.mixture import DOMAINS, _check_weights, domain_pools, mixture_docs
 
 
-def mixture_sweep(grid: Sequence[Sequence[float]], run: SmallRun = SmallRun(),
+def mixture_sweep(grid: Sequence[Sequence[float]], run: Run = Run(),
                   domains: Mapping[str, str] = DOMAINS, seed: int = 0, progress: bool = False) -> list[dict]:
     """Train `run` once per mixture in `grid`; rows: weights {domain: share}, loss {domain: nats/char},
     excess {domain: loss - floor}, floor {domain}, tokens."""

@@ -1,1 +1,11 @@
-"""Chapter 04_architectures: the studies and figures of chapters/04_architectures.ipynb."""
+"""Chapter 04, Architectures (Survey §4.2): the code of chapters/04_architectures.ipynb.
+
+In reading order:
+
+    plots_calculator.py   the architecture calculator widget (params, FLOPs, KV cache, memory)
+    studies.py            normalisation × depth × learning rate, activations, position extrapolation, biases
+    plots.py              their figures
+    studies_attention.py  sliding windows; MHA / GQA / MQA cache and decode speed
+    studies_arch.py       causal vs prefix vs encoder-decoder; prefix continuation; mixture of experts
+    plots_attention.py    the figures of those two
+"""

@@ -18,10 +18,10 @@ matplotlib is imported inside the functions, so importing minillm stays cheap.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
+from book import results
 from book.ch04_architectures.studies_attention import attention_flops
 
 
@@ -200,15 +200,9 @@ def plot_expert_load(load_history: Sequence[Sequence[float]], steps: Sequence[in
     return fig
 
 
-STUDIES_FILE = ("bench", "results", "arch_studies.jsonl")  # relative to the repository root
-
-
-def shipped_arch_studies(path: str | Path | None = None) -> dict[str, dict]:
+def shipped_arch_studies() -> dict[str, dict]:
     """The latest record of each architecture study shipped with the book, by study name."""
-    from book.results import latest_records
-
-    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
-    return latest_records(p, "study", f"make your own with `python bench/arch_studies.py --out {p.name}`")
+    return results.latest("arch_studies.jsonl")
 
 
 def plot_masks(seq_len: int = 8, prefix_len: int = 3):

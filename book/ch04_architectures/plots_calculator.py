@@ -1,4 +1,10 @@
-"""Moved from `minillm.model.calculator` (split: the library keeps the reusable part as `minillm.model.calculator`)."""
+"""The architecture calculator widget of chapter 04 (Survey §4.2.2, §4.2.4, §4.3.2).
+
+`ArchCalculator` puts sliders on a model's shape (n_layer, n_embd, n_head, n_kv_head, vocab, context, experts)
+and redraws the numbers `minillm.model.calculator.arch_stats` computes (parameters, FLOPs per token, KV-cache and
+training memory) as bars: ``w = ArchCalculator.from_preset("gpt2-124m"); w.update(n_kv_head=1); display(w.widget)``.
+matplotlib and ipywidgets are imported inside the functions.
+"""
 from __future__ import annotations
 
 import dataclasses

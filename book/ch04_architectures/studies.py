@@ -4,8 +4,8 @@ Survey §4.2.2 (detailed configuration) reports what practice settled on: pre-LN
 stably than the original post-LN, DeepNorm makes post-LN trainable when deep; GLU activations (SwiGLU, GeGLU)
 beat ReLU/GeLU at equal parameter count; RoPE and ALiBi replaced learned absolute positions, and ALiBi
 extrapolates to inputs longer than those seen in training; many recent LLMs drop biases for stability. Each
-claim is a small experiment here, on the shared recipe of `study_data.py` (every arm the same model, data and
-budget but one knob):
+claim is a small experiment here, on the book's one small-run recipe (`book.runs`: every arm the same model,
+data and budget but one knob):
 
 - `stability_map`: norm type/position × depth × peak lr × bias with a short warmup; which cells train, which
   get stuck at character frequencies and which diverge. `stability_summary` reduces it to the highest stable
@@ -16,8 +16,8 @@ budget but one knob):
 - `bias_param_share`: how little of a model its biases are (so dropping them costs ~nothing in capacity).
 
 Rows are plain dicts (JSON-ready: a missing value is None). Figures are in `study_plots.py`. Threads are left
-to the caller. The shared helpers of `study_data.py` (`ArchRun`, `study_data`, `unigram_loss`,
-`model_config`, `train_config`, `position_losses`) are re-exported here.
+to the caller. The shared helpers of `book.runs` (`ArchRun`, `study_data`, `unigram_loss`, `train_config`) are
+re-exported here; a run's ModelConfig is `run.model_config(vocab_size, **fields)`.
 """
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ from collections.abc import Sequence
 import torch
 
 from minillm.config import ACTIVATIONS, POSITIONS, ModelConfig
-from book.runs import (STUCK_MARGIN, ArchRun, check_run, model_config, position_losses, study_data, train_config, unigram_loss)
+from minillm.evaluation.loss import heldout_loss
+from book.runs import STUCK_MARGIN, ArchRun, check_run, study_data, train_config, unigram_loss
 
-__all__ = ["ArchRun", "study_data", "unigram_loss", "model_config", "train_config", "position_losses",
+__all__ = ["ArchRun", "study_data", "unigram_loss", "train_config",
            "STUCK_MARGIN", "NORM_SETUPS",
            "stability_map", "stability_summary", "activation_study", "position_extrapolation", "bias_param_share"]
 
@@ -43,7 +44,7 @@ NORM_SETUPS: dict[str, dict] = {
 }
 
 
-_check_run = check_run  # shared with the other study modules (study_data.check_run)
+_check_run = check_run  # shared with the other study modules (book.runs.check_run)
 
 
 def _choices(name: str, values: Sequence, allowed: Sequence) -> list:
@@ -99,7 +100,7 @@ def stability_map(norms: Sequence[str] = tuple(NORM_SETUPS), depths: Sequence[in
         for depth in depths:
             for lr in lrs:
                 for b in bias:
-                    cfg = model_config(run, vocab, n_layer=depth, bias=b, **NORM_SETUPS[norm])
+                    cfg = run.model_config(vocab, n_layer=depth, bias=b, **NORM_SETUPS[norm])
                     res = train_config(cfg, run, lr=float(lr), warmup_steps=warmup)
                     rows.append({"norm": norm, "n_layer": depth, "lr": float(lr), "bias": b,
                                  "status": res["status"], "diverged": res["diverged"],
@@ -163,8 +164,8 @@ def activation_study(activations: Sequence[str] = ACTIVATIONS, *, run: ArchRun |
     run = _check_run(run)
     activations = _choices("activations", activations, ACTIVATIONS)
     _, vocab, _, floor = study_data(run)
-    cfgs = {a: model_config(run, vocab, activation=a,
-                            ffn_hidden=round(8 * run.n_embd / 3) if a in ("swiglu", "geglu") else 4 * run.n_embd)
+    cfgs = {a: run.model_config(vocab, activation=a,
+                                ffn_hidden=round(8 * run.n_embd / 3) if a in ("swiglu", "geglu") else 4 * run.n_embd)
             for a in activations}
     counts = {a: _meta_model(cfg).num_params() for a, cfg in cfgs.items()}  # checked before any training
     if max(counts.values()) > 1.02 * min(counts.values()):
@@ -203,13 +204,14 @@ def position_extrapolation(positions: Sequence[str] = POSITIONS, train_len: int 
                          f"{eval_lens[-1] + 1}: raise run.n_docs or lower eval_lens")
     rows = []
     for pos in positions:
-        cfg = model_config(run, vocab, block_size=eval_lens[-1], position=pos)
+        cfg = run.model_config(vocab, block_size=eval_lens[-1], position=pos)
         res = train_config(cfg, run, train_len=train_len)
         for L in eval_lens:
             if res["diverged_at"] is not None:  # NaN weights: nothing to evaluate
                 loss = beyond = None
             else:
-                nll = position_losses(res["model"], splits.val, L, run.eval_windows)  # (n, L)
+                nll = heldout_loss(res["model"], splits.val, length=L, max_windows=run.eval_windows,
+                                   per_position=True)  # (n, L)
                 loss = nll.mean().item()
                 beyond = nll[:, train_len:].mean().item() if L > train_len else None
             rows.append({"position": pos, "train_len": train_len, "eval_len": L, "loss": loss,

@@ -5,15 +5,18 @@ Survey §4.2.1 (mainstream architectures) names three families, the causal decod
 Survey §4.2.4 (analysis) reports what comparisons found: causal decoders are the default because their
 next-token objective trains on every position; a prefix decoder can be obtained cheaply by continuing a
 trained causal decoder with the prefix mask (U-PaLM) instead of training one from scratch. Small experiments
-on the shared recipe of `study_data.py`:
+on the book's one small-run recipe (`book.runs`):
 
 - `fit_lm`: one training loop (minillm's AdamW, warmup + cosine, grad clip 1.0) for all three families, so
   they are compared fairly: same batches (a generator seeded with run.seed), same steps, same schedule.
-  Decoder-only models get targets before the prefix end set to -100; the encoder-decoder gets the same
-  prediction problem through `split_prefix_batch`. The Trainer cannot be used here: it calls model(x, y)
-  without prefix_len, and knows neither the encoder-decoder's inputs nor continuing a batch stream.
-- `suffix_loss`: held-out loss on the targets at positions >= prefix_len - 1 only (all three families
-  predict exactly those; prefix positions are context, and a prefix decoder sees them bidirectionally).
+  Each step is minillm's shared `train.step.train_step` (the Trainer's and fine-tuning's) with a loss_fn
+  that knows the three families: decoder-only models get targets before the prefix end set to -100; the
+  encoder-decoder gets the same prediction problem through `split_prefix_batch`. The Trainer itself cannot
+  be used here: it calls model(x, y) without prefix_len, and knows neither the encoder-decoder's inputs nor
+  continuing a batch stream.
+- held-out loss on the targets at positions >= prefix_len - 1 only (all three families predict exactly those;
+  prefix positions are context, and a prefix decoder sees them bidirectionally): the library's
+  `minillm.evaluation.loss.heldout_loss(..., prefix_len=P)`.
 - `prefix_continuation`: causal decoder trained, then continued as a prefix decoder, vs a prefix decoder from
   scratch on the same total tokens.
 - `architecture_comparison`: the three families at (nearly) equal parameter counts.
@@ -25,16 +28,15 @@ into a comparison. Rows are plain dicts (JSON-ready). Figures: `study_plots_b.py
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from minillm.config import ModelConfig, TrainConfig
-from minillm.data.loader import eval_window_starts
-from book.runs import ArchRun, model_config, study_data
+from minillm.config import ModelConfig
+from minillm.evaluation.loss import heldout_loss
+from book.runs import ArchRun, study_data
 from book.ch04_architectures.studies_attention import _check_run, _distinct, _positive_int
 
 
@@ -79,27 +81,16 @@ def _lm_logits_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prefi
     return logits, tgt, loss
 
 
-@torch.no_grad()
-def suffix_loss(model: nn.Module, ids: torch.Tensor, prefix_len: int | None, length: int,
-                max_windows: int = 64, batch_size: int = 32) -> float:
-    """Mean next-token loss on the suffix targets (positions >= prefix_len - 1; all when prefix_len is None)
-    of up to max_windows non-overlapping windows of `length` tokens spread evenly over ids (deterministic, so
-    every model is scored on the same targets). Pure cross-entropy from the logits."""
-    starts = eval_window_starts(len(ids), length, max_windows)  # (n,)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for s in range(0, len(starts), batch_size):
-            w = ids[starts[s:s + batch_size, None] + torch.arange(length + 1)].to(device)  # (b, length+1)
-            logits, tgt, _ = _lm_logits_targets(model, w[:, :-1], w[:, 1:], prefix_len, suffix_only=True)
-            nll = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100, reduction="sum")
-            total += float(nll)
-            count += int((tgt != -100).sum())
-    finally:
-        model.train(was_training)
-    return total / count
+def _suffix_val(model: nn.Module, run: ArchRun, ids: torch.Tensor, prefix_len: int | None) -> float:
+    """Held-out loss on the suffix targets (window positions >= prefix_len - 1; all when prefix_len is None) of
+    run.eval_windows windows of run.block_size tokens: the library's heldout_loss with prefix_len."""
+    return heldout_loss(model, ids, length=run.block_size, max_windows=run.eval_windows, prefix_len=prefix_len)
+
+
+def _fit_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], *, prefix_len: int | None,
+              suffix_only: bool) -> torch.Tensor:
+    """loss_fn for train_step: the model's own loss (MoE auxiliary terms included) in any of the families."""
+    return _lm_logits_targets(model, *batch, prefix_len, suffix_only)[2]
 
 
 def fit_lm(model: nn.Module, run: ArchRun, steps: int, *, prefix_len: int | None = None, suffix_only: bool = True,
@@ -107,47 +98,46 @@ def fit_lm(model: nn.Module, run: ArchRun, steps: int, *, prefix_len: int | None
            on_step: Callable[[int, nn.Module], None] | None = None) -> list[dict]:
     """Train `model` for `steps` steps on study_data(run); returns the history rows.
 
-    Recipe (as train_config's): minillm's AdamW with weight decay on matrices, peak run.lr after
-    min(run.warmup, steps) warmup steps, cosine to lr/10 at `steps`, grad-norm clip 1.0, batches of
+    Recipe (run.train_config's, as train_config's): minillm's AdamW with weight decay on matrices, peak run.lr
+    after min(run.warmup_steps, steps) warmup steps, cosine to lr/10 at `steps`, grad-norm clip 1.0, batches of
     run.batch_size windows of run.block_size tokens drawn with `generator` (default: seeded with run.seed;
     pass one generator to consecutive calls to continue the same batch stream). prefix_len: the prefix
     decoder's mask (attention_mask="prefix"), the encoder's input length, and where the loss starts when
-    suffix_only. on_step(step, model) runs after each step's forward and backward (e.g. to read router stats).
+    suffix_only. on_step(step, model) runs after each optimizer step (e.g. to read the router stats of that
+    step's forward pass; the gradients are already zeroed by then).
 
     Rows every eval_every steps (default steps // 8) and at the end: step, loss (mean training loss of the
-    interval, as minimised: MoE auxiliary terms included), val_loss (suffix_loss with prefix_len, so on the
+    interval, as minimised: MoE auxiliary terms included), val_loss (heldout_loss with prefix_len, so on the
     suffix whenever prefix_len is given, even for a model trained on every position; run.eval_windows windows)."""
     from minillm.data.loader import get_batch
     from minillm.device import resolve_device
-    from minillm.train.optim import build_optimizer, clip_grad_norm_, lr_at
+    from minillm.train.optim import build_optimizer, lr_at
+    from minillm.train.step import train_step
 
     _positive_int("steps", steps)
     splits, vocab, _, _ = study_data(run)
     device = resolve_device(run.device)
     model.to(device)
-    tcfg = TrainConfig(batch_size=run.batch_size, max_steps=steps, lr=run.lr, min_lr=run.lr / 10,
-                       warmup_steps=min(run.warmup, steps), schedule="cosine", device=run.device, progress=False)
+    tcfg = run.train_config(max_steps=steps, warmup_steps=min(run.warmup_steps, steps))
     opt = build_optimizer(model, tcfg, device)
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(run.seed) if generator is None else generator
     every = max(1, steps // 8) if eval_every is None else _positive_int("eval_every", eval_every)
     history, loss_sum, n = [], torch.zeros((), device=device), 0
+    loss_fn = functools.partial(_fit_loss, prefix_len=prefix_len, suffix_only=suffix_only)
     model.train()
     for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, tcfg)
-        x, y = get_batch(splits.train, run.batch_size, run.block_size, device, gen)  # (B, L) each
-        _, _, loss = _lm_logits_targets(model, x, y, prefix_len, suffix_only)
-        loss.backward()
+        batch = get_batch(splits.train, run.batch_size, run.block_size, device, gen)  # (x, y), (B, L) each
+        # fp32 (policy=None) even on CUDA, as the shipped gpu-size records were made; a non-finite step is
+        # dropped (weights kept) and its interval's row shows nan instead of every later row
+        res = train_step(model, opt, [batch], loss_fn=loss_fn, lr=lr_at(step, tcfg), grad_clip=tcfg.grad_clip,
+                         params=params)
         if on_step is not None:
             on_step(step + 1, model)
-        clip_grad_norm_(params, tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_sum += loss.detach().float()
+        loss_sum += res.loss
         n += 1
         if (step + 1) % every == 0 or step + 1 == steps:
-            val = suffix_loss(model, splits.val, prefix_len, run.block_size, run.eval_windows)
+            val = _suffix_val(model, run, splits.val, prefix_len)
             history.append({"step": step + 1, "loss": (loss_sum / n).item(), "val_loss": val})
             loss_sum.zero_()
             n = 0
@@ -172,7 +162,7 @@ def prefix_continuation(run: ArchRun | None = None, prefix_len: int | None = Non
     on the batches that follow in the same stream, either as a prefix decoder (attention_mask="prefix",
     loss on the suffix only: the weights move over with load_state_dict, shapes are equal) or still causal.
     Baseline: a prefix decoder from scratch for run.steps + S2 steps on that very stream. prefix_len defaults
-    to run.block_size // 2. All are scored by suffix_loss on the held-out split (prefix models with the mask).
+    to run.block_size // 2. All are scored on the suffix of the held-out split (prefix models with the mask).
 
     Rows: arm ("causal", "causal+causal", "causal->prefix", "prefix scratch"), mask, steps, tokens (inputs
     seen: steps × batch × block_size), suffix_val_loss, history (fit_lm rows; a continued arm's include
@@ -183,9 +173,9 @@ def prefix_continuation(run: ArchRun | None = None, prefix_len: int | None = Non
     P = _check_prefix(run, prefix_len)
     S2 = max(1, run.steps // 4) if continue_steps is None else _positive_int("continue_steps", continue_steps)
     splits, vocab, _, floor = study_data(run)
-    causal_cfg = model_config(run, vocab)
+    causal_cfg = run.model_config(vocab)
     prefix_cfg = causal_cfg.replace(attention_mask="prefix")
-    score = lambda m: suffix_loss(m, splits.val, P, run.block_size, run.eval_windows)  # noqa: E731
+    score = lambda m: _suffix_val(m, run, splits.val, P)  # noqa: E731
     tokens = lambda s: s * run.batch_size * run.block_size  # noqa: E731
 
     gen = torch.Generator().manual_seed(run.seed)
@@ -251,7 +241,7 @@ def architecture_comparison(run: ArchRun | None = None, prefix_len: int | None =
     if not isinstance(n_layer, int) or isinstance(n_layer, bool) or n_layer < 2:
         raise ValueError(f"n_layer={n_layer!r} must be an int >= 2 (the encoder-decoder needs a block on each side)")
     splits, vocab, _, floor = study_data(run)
-    cfg = model_config(run, vocab, n_layer=n_layer)
+    cfg = run.model_config(vocab, n_layer=n_layer)
     n_enc = n_layer // 2
     enc_cfg = cfg.replace(ffn_hidden=matched_encdec_ffn(cfg, n_enc))
     arms = (("causal decoder", lambda: _build(GPT, cfg, run.seed)),
@@ -263,7 +253,7 @@ def architecture_comparison(run: ArchRun | None = None, prefix_len: int | None =
         hist = fit_lm(model, run, run.steps, prefix_len=P, suffix_only=True)
         rows.append({"arch": arch, "params": model.num_params(), "params_total": model.num_params(False),
                      "ffn_hidden": model.config.ffn_hidden, "n_layer": n_layer,
-                     "suffix_val_loss": suffix_loss(model, splits.val, P, run.block_size, run.eval_windows),
+                     "suffix_val_loss": _suffix_val(model, run, splits.val, P),
                      "history": hist, "prefix_len": P, "steps": run.steps, "tokens": run.tokens, "floor": floor})
     return rows
 
@@ -302,7 +292,7 @@ def moe_study(n_experts: Sequence[int] = (1, 2, 4, 8), top_k: int = 1, *, run: A
         raise ValueError(f"balance={balance!r} must hold True and/or False, each once")
     every = max(1, run.steps // 50) if load_every is None else _positive_int("load_every", load_every)
     splits, vocab, _, floor = study_data(run)
-    dense = model_config(run, vocab)
+    dense = run.model_config(vocab)
     arms = [(0, None)] + [(E, b) for E in n_experts for b in balance]
     rows = []
     for E, b in arms:
@@ -317,7 +307,7 @@ def moe_study(n_experts: Sequence[int] = (1, 2, 4, 8), top_k: int = 1, *, run: A
         hist = fit_lm(model, run, run.steps, on_step=record)
         row = {"n_expert": E, "top_k": top_k if E else None, "balance": b,
                "aux_weight": (aux_weight if b else 0.0) if E else None,
-               "val_loss": suffix_loss(model, splits.val, None, run.block_size, run.eval_windows), "floor": floor,
+               "val_loss": _suffix_val(model, run, splits.val, None), "floor": floor,
                "params_total": model.num_params(), "params_active": model.num_active_params(),
                "load_steps": None, "load_history": None, "max_share": None, "dropped": None, "history": hist}
         if E:

@@ -5,7 +5,7 @@ query to a local window (sparse / sliding-window attention, as Mistral) and cut 
 KV cache by sharing key/value heads among query heads (multi-query attention, PaLM; grouped-query attention,
 Llama 2). Survey §4.2.4 (decoding) is why the cache matters: at inference the cache, not the weights, grows
 with batch × context, and reading it is what each new token waits on. Two small experiments measure what
-each choice buys and what it costs, on the shared recipe of `study_data.py` (same data, budget, seed):
+each choice buys and what it costs, on the book's one small-run recipe (`book.runs`: same data, budget, seed):
 
 - `attention_pairs`, `attention_flops`: the query-key pairs a causal (or windowed) mask keeps, and the
   attention FLOPs they cost; counted by formula, T(T+1)/2 vs ~T·w.
@@ -27,10 +27,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from book.runs import ArchRun, check_run, model_config, study_data, train_config
+from book.runs import ArchRun, check_run, study_data, train_config
 
 
-_check_run = check_run  # shared with the other study modules (study_data.check_run)
+_check_run = check_run  # shared with the other study modules (book.runs.check_run)
 
 
 def _positive_int(name: str, v) -> int:
@@ -128,7 +128,7 @@ def attention_study(windows: Sequence[int | None] = (None, 16, 8), *, run: ArchR
     _positive_int("repeats", repeats)
     splits, vocab, _, _ = study_data(run)
     T = run.block_size
-    results = [train_config(model_config(run, vocab, sliding_window=w), run) for w in windows]
+    results = [train_config(run.model_config(vocab, sliding_window=w), run) for w in windows]
     x = splits.val[:run.batch_size * T].reshape(-1, T)  # (b, T) the same held-out tokens for every arm
     if len(x) < run.batch_size:
         raise ValueError(f"the held-out split has {len(splits.val)} tokens, fewer than batch_size × block_size = "
@@ -227,7 +227,7 @@ def kv_heads_study(n_head: int = 8, kv_heads: Sequence[int] = (8, 2, 1), seq_len
     if len(splits.val) < seq_lens[-1]:
         raise ValueError(f"the held-out split has {len(splits.val)} tokens, fewer than the longest prompt "
                          f"{seq_lens[-1]}: raise run.n_docs or lower seq_lens")
-    results = [train_config(model_config(run, vocab, n_head=n_head, n_kv_head=k, position="rope"), run)
+    results = [train_config(run.model_config(vocab, n_head=n_head, n_kv_head=k, position="rope"), run)
                for k in kv_heads]
     models = [res["model"].eval() for res in results]
     device = next(models[0].parameters()).device

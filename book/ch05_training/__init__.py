@@ -1,1 +1,10 @@
-"""Chapter 05_training: the studies and figures of chapters/05_training.ipynb."""
+"""Chapter 05, Model training (Survey §4.3): the code of chapters/05_training.ipynb.
+
+In reading order:
+
+    studies.py            learning rate, warmup, schedules, batch size and the gradient noise scale
+    studies_stability.py  weight decay, clipping, a loss spike and its recovery
+    plots.py              their figures
+    plots_accounting.py   the compute and 3D-parallelism explorers (widgets on minillm.accounting); fp16 underflow
+    studies_parallel.py   DDP through the CLI against one process; the lab's all-reduce under torchrun
+"""

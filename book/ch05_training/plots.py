@@ -13,8 +13,8 @@ Each returns the matplotlib Figure; matplotlib is imported inside the functions.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from book import results
 from book.viz import need_rows
 
 VERDICT_COLORS = {"too low": "tab:blue", "right": "tab:green", "too high": "tab:red"}
@@ -121,12 +121,6 @@ def plot_spike(rows: Sequence[Mapping]):
     return fig
 
 
-STUDIES_FILE = ("bench", "results", "train_studies.jsonl")  # relative to the repository root
-
-
-def shipped_train_studies(path: str | Path | None = None) -> dict[str, dict]:
+def shipped_train_studies() -> dict[str, dict]:
     """The latest record of each training study shipped with the book, by study name."""
-    from book.results import latest_records
-
-    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
-    return latest_records(p, "study", f"make your own with `python bench/train_studies.py --out {p.name}`")
+    return results.latest("train_studies.jsonl")

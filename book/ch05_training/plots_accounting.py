@@ -1,4 +1,11 @@
-"""Moved from `minillm.accounting` (split: the library keeps the reusable part as `minillm.accounting`)."""
+"""Chapter 05's explorers on `minillm.accounting`, and fp16 underflow. Survey §2.1 (C ≈ 6ND), §4.3.2.
+
+- `ComputeExplorer`: sliders on parameters, tokens, GPU type and count, MFU -> PF-days and GPU-days.
+- `ParallelExplorer`: sliders on dp / tp / pp, ZeRO stage, micro-batches -> memory per GPU, bytes sent per step,
+  the pipeline bubble.
+- `underflow_demo`: why fp16 needs loss scaling and bf16 does not (how many small gradients flush to zero).
+matplotlib and ipywidgets are imported inside the functions.
+"""
 from __future__ import annotations
 
 import dataclasses

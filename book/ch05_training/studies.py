@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from minillm.config import SCHEDULES, TrainConfig
-from book.runs import ArchRun, check_run, model_config, study_data, train_config
+from book.runs import ArchRun, check_run, study_data, train, train_config
 from minillm.train.optim import lr_curve
 
 __all__ = ["lr_sweep", "warmup_study", "schedule_study", "noise_scale_from_norms", "estimate_noise_scale",
@@ -57,7 +57,7 @@ def _json(x) -> float | None:
 def _train(run: ArchRun, **overrides) -> dict:
     """train_config on run's model shape; the result without the (non-JSON) model."""
     _, vocab, _, _ = study_data(run)
-    res = train_config(model_config(run, vocab), run, **overrides)
+    res = train_config(run.model_config(vocab), run, **overrides)
     res.pop("model")
     return res
 
@@ -75,10 +75,8 @@ def _summary(res: dict) -> dict:
 
 
 def _schedule_cfg(run: ArchRun, **fields) -> TrainConfig:
-    """The TrainConfig train_config builds for `run` (only the fields the schedule reads), for lr_curve."""
-    lr = fields.get("lr", run.lr)
-    base = dict(max_steps=run.steps, lr=lr, min_lr=lr / 10, warmup_steps=run.warmup, schedule="cosine")
-    return TrainConfig(**{**base, **fields})
+    """The TrainConfig `run` trains with, `fields` changed (lr_curve reads its schedule fields)."""
+    return run.train_config(**fields)
 
 
 # ------------------------------------------------------------------------------------------ 1. peak lr
@@ -203,8 +201,6 @@ def gradient_noise_scale(run: ArchRun | None = None, batch_sizes: tuple[int, int
     B_simple grows as the loss falls (the signal |G|² shrinks faster than the noise): the reason large runs
     ramp up their batch size (Survey §4.3.1, GPT-3/PaLM batch warmup)."""
     from minillm.data.loader import get_batch
-    from minillm.model.transformer import GPT
-    from minillm.train.trainer import Trainer
 
     run = _check_run(run)
     pair = tuple(batch_sizes) if isinstance(batch_sizes, (tuple, list)) else ()
@@ -215,11 +211,7 @@ def gradient_noise_scale(run: ArchRun | None = None, batch_sizes: tuple[int, int
     steps = sorted({0, run.steps // 4, run.steps // 2, run.steps} if at_steps is None else set(at_steps))
     if not steps or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= run.steps for s in steps):
         raise ValueError(f"at_steps={at_steps!r} must be ints in [0, run.steps={run.steps}]")
-    splits, vocab, _, _ = study_data(run)
-    torch.manual_seed(run.seed)
-    model = GPT(model_config(run, vocab))
-    cfg = _schedule_cfg(run).replace(batch_size=run.batch_size, eval_interval=0, eval_batches=1, seed=run.seed,
-                                     device=run.device, log_interval=1, progress=False)
+    splits, _, _, _ = study_data(run)
     generator = torch.Generator().manual_seed(run.seed + 1)  # measurement batches, apart from training's
     rows: list[dict] = []
 
@@ -238,8 +230,8 @@ def gradient_noise_scale(run: ArchRun | None = None, batch_sizes: tuple[int, int
                      "b_simple_tokens": None if bs is None else bs * run.block_size,
                      "batch_sizes": [b_small, b_big]})
 
-    trainer = Trainer(model, cfg, splits, hooks={"on_step": lambda tr, row: (
-        measure(tr, row["step"], row["loss"]) if row["step"] in steps else None)})
+    trainer = train(run, splits, fit=False, log_interval=1, hooks={"on_step": lambda tr, row: (
+        measure(tr, row["step"], row["loss"]) if row["step"] in steps else None)}).trainer
     if 0 in steps:
         measure(trainer, 0, None)
     trainer.fit()
@@ -261,7 +253,7 @@ def batch_size_study(batch_sizes: Sequence[int] = (2, 4, 8, 16, 32), run: ArchRu
         if steps < 1:
             raise ValueError(f"batch_size={b} leaves no full step within run.tokens={run.tokens}: use smaller "
                              f"batches or a longer run")
-        arm = run.replace(batch_size=b, steps=steps, warmup=min(steps, round(run.warmup * steps / run.steps)))
+        arm = run.replace(batch_size=b, steps=steps, warmup=min(steps, round(run.warmup_steps * steps / run.steps)))
         res = _train(arm)
         rows.append({"batch_size": b, "steps": steps, "tokens": steps * b * run.block_size, **_summary(res),
                      "losses": _curves(res)["losses"]})

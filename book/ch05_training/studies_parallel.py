@@ -1,4 +1,10 @@
-"""Moved from `minillm.train.launch` (split: the library keeps the reusable part as `minillm.train.launch`)."""
+"""Data parallelism run for real from the notebook and the lab (Survey §4.3.2), through `minillm.train.launch`.
+
+- `ddp_vs_single`: prepare a corpus, train it through the CLI once on one process and once with DDP on two
+  (torchrun, gloo), and compare the loss curves (equal to ~1e-6: the same global batch, averaged gradients).
+- `allreduce_under_torchrun`: run a student's gradient all-reduce (lab 05) on 2 processes under torchrun and
+  return its largest difference from the one-process gradients.
+"""
 from __future__ import annotations
 
 import os

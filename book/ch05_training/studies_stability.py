@@ -23,9 +23,10 @@ from collections.abc import Sequence
 
 import torch
 
-from book.runs import ArchRun, model_config, position_losses, study_data, train_config
+from minillm.evaluation.loss import heldout_loss
+from book.runs import ArchRun, study_data, train, train_config
 from minillm.train.optim import param_groups
-from book.ch05_training.studies import _check_run, _curves, _json, _numbers, _schedule_cfg, _summary, _train
+from book.ch05_training.studies import _check_run, _curves, _json, _numbers, _summary, _train
 
 __all__ = ["weight_decay_study", "clipping_study", "loss_spike_study", "precision_study", "SPIKE_ARMS"]
 
@@ -50,7 +51,7 @@ def weight_decay_study(wds: Sequence[float] = (0.0, 0.1, 1.0), run: ArchRun | No
     _, vocab, _, _ = study_data(run)
     rows = []
     for wd in wds:
-        res = train_config(model_config(run, vocab), run, lr=lr, weight_decay=float(wd))
+        res = train_config(run.model_config(vocab), run, lr=lr, weight_decay=float(wd))
         model = res.pop("model")
         decayed = param_groups(model, 1.0)[0]["params"]  # the group that gets decay (matrices)
         weight_norm = math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in decayed))
@@ -73,7 +74,7 @@ def clipping_study(clips: Sequence[float | None] = (None, 1.0, 0.25), run: ArchR
     rows = []
     _, vocab, _, _ = study_data(run)
     for clip in clips:
-        res = train_config(model_config(run, vocab), run, lr=lr, grad_clip=clip)
+        res = train_config(run.model_config(vocab), run, lr=lr, grad_clip=clip)
         res.pop("model")
         norms = _norm_history(res)
         seen = [n for n in norms if n is not None]
@@ -153,18 +154,12 @@ class _SpikeGuard:
 
 def _spike_arm(arm: str, run: ArchRun, spike_step: int, scale: float, k: float, window: int,
                ckpt_every: int) -> dict:
-    from minillm.model.transformer import GPT
-    from minillm.train.trainer import Trainer
-
     splits, vocab, _, _ = study_data(run)
     counts = torch.bincount(torch.as_tensor(splits.train), minlength=vocab)  # (V,)
     rare = counts.argsort()[: max(2, vocab // 4)]  # the rarest quarter of the characters
-    torch.manual_seed(run.seed)
-    model = GPT(model_config(run, vocab))
-    cfg = _schedule_cfg(run).replace(batch_size=run.batch_size, eval_interval=0, eval_batches=1, seed=run.seed,
-                                     device=run.device, log_interval=1, progress=False, on_nan="skip")
     guard = None if arm == "none" else _SpikeGuard(k, window, 1 if arm == "skip" else ckpt_every)
-    trainer = Trainer(model, cfg, splits, hooks={"on_step": [guard]} if guard else None)
+    out = train(run, splits, fit=False, log_interval=1, on_nan="skip", hooks={"on_step": [guard]} if guard else None)
+    model, trainer = out.model, out.trainer
     # step s (1-based, as history rows count) consumes draw s-1
     trainer.loader = _PoisonedLoader(trainer.loader, trainer.optimizer, spike_step - 1, scale, rare, run.seed)
     if guard is not None:
@@ -177,7 +172,7 @@ def _spike_arm(arm: str, run: ArchRun, spike_step: int, scale: float, k: float, 
     max_after = None if not after or any(v is None for v in after) else max(after)
     ratio = None if loss_before is None or max_after is None else max_after / loss_before
     tail = [v for v in losses[-max(1, len(losses) // 10):] if v is not None]  # last 10% of steps
-    val = position_losses(model, splits.val, run.block_size, run.eval_windows).mean().item()
+    val = heldout_loss(model, splits.val, length=run.block_size, max_windows=run.eval_windows)
     return {"arm": arm, "spike_step": spike_step, "scale": scale, "k": k, "window": window,
             "ckpt_every": ckpt_every if arm == "rollback" else (1 if arm == "skip" else None),
             "losses": losses, "lrs": [r["lr"] for r in trainer.history], "loss_before": loss_before,

@@ -13,25 +13,21 @@ Each plot takes the rows a study returns and returns the matplotlib Figure (matp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from book import results
 from book.viz import SliderPanel, need_rows
 
 __all__ = ["shipped_finetune_studies", "plot_alignment", "plot_kl_sweep", "plot_peft_comparison",
            "plot_quantization", "LoRAWidget", "KLWidget"]
 
-STUDIES_FILE = ("bench", "results", "finetune_studies.jsonl")  # relative to the repository root
 METHOD_COLORS = {"sft": "tab:gray", "dpo": "tab:blue", "grpo": "tab:orange", "ppo": "tab:green",
                  "full": "black", "lora": "tab:blue", "adapters": "tab:green", "prefix": "tab:orange",
                  "prompt": "tab:red"}
 
 
-def shipped_finetune_studies(path: str | Path | None = None) -> dict[str, dict]:
+def shipped_finetune_studies() -> dict[str, dict]:
     """The latest record of each chapter-06 study shipped with the book, by study name."""
-    from book.results import latest_records
-
-    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
-    return latest_records(p, "study", f"make your own with `python bench/finetune_studies.py --out {p.name}`")
+    return results.latest("finetune_studies.jsonl")
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:

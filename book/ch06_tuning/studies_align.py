@@ -27,6 +27,7 @@ from minillm.config import TrainConfig
 from minillm.presets import by_size, model_preset
 from minillm.finetune.chat import END, ChatTemplate, chat_tokenizer
 from minillm.finetune.preferences import HARMFUL, HiddenReward, make_preference_pairs, reward_model_agreement, user_text
+from book.runs import Run, train
 
 __all__ = ["AlignSetup", "prepare_alignment", "learned_reward_fn", "evaluate_policy", "run_rl", "sft_then_align",
            "kl_sweep"]
@@ -53,9 +54,14 @@ class AlignSetup:
     info: dict = field(default_factory=dict)
 
 
-def _tcfg(steps: int, batch: int, lr: float, seed: int) -> TrainConfig:
-    return TrainConfig(max_steps=steps, batch_size=batch, lr=lr, warmup_steps=max(1, steps // 10), device="cpu",
-                       seed=seed, log_interval=max(1, steps), eval_interval=0, progress=False)
+def _run(steps: int, lr: float, seed: int) -> Run:
+    """Every alignment phase's recipe (book.runs.Run): 16 rows per step, warmup 10% of the steps, cosine to lr/10."""
+    return Run(steps=steps, batch_size=16, lr=lr, warmup=0.1, seed=seed)
+
+
+def _tcfg(steps: int, lr: float, seed: int) -> TrainConfig:
+    """_run's TrainConfig for the phases `book.runs.train` does not drive (reward model, DPO): one history row."""
+    return _run(steps, lr, seed).train_config(log_interval=steps)
 
 
 def prepare_alignment(model: torch.nn.Module | None = None, *, seed: int = 0, size: str | None = None,
@@ -72,7 +78,7 @@ def prepare_alignment(model: torch.nn.Module | None = None, *, seed: int = 0, si
     unseen phrasings, too few for the alignment effects on correct answers to show)."""
     from minillm.model.transformer import GPT
     from minillm.finetune.reward import RewardModel, train_reward_model
-    from minillm.finetune.sft import instruction_data, pack, train_sft
+    from minillm.finetune.sft import instruction_data, pack
 
     if not 0.0 <= harm_rate <= 1.0:
         raise ValueError(f"harm_rate={harm_rate!r} must be a share in [0, 1]")
@@ -97,14 +103,13 @@ def prepare_alignment(model: torch.nn.Module | None = None, *, seed: int = 0, si
     if pre:
         y_all = torch.full_like(y, -100)  # (N, T): next token everywhere (padding included: harmless, learned fast)
         y_all[:, :-1], y_all[:, -1] = x[:, 1:], y[:, -1]
-        train_sft(model, x, y_all, _tcfg(pre, 16, 3e-3, seed))
-    sft_hist = train_sft(model, x, y, _tcfg(sft_steps or by_size(60, 400, 3000, size), 16, 3e-3, seed))
+        train(_run(pre, 3e-3, seed), (x, y_all), model=model)
+    sft_hist = train(_run(sft_steps or by_size(60, 400, 3000, size), 3e-3, seed), (x, y), model=model).history
     judge = HiddenReward().register(train_convs).register(eval_convs)
     pairs = make_preference_pairs(by_size(256, 2000, 8000, size), seed + 2, noise=noise, knobs=knobs, judge=judge,
                                   exclude=eval_convs)
     rm = RewardModel.from_lm(model)
-    rm_hist = train_reward_model(rm, template, pairs, _tcfg(rm_steps or by_size(60, 400, 2000, size), 16, 3e-3,
-                                                             seed))
+    rm_hist = train_reward_model(rm, template, pairs, _tcfg(rm_steps or by_size(60, 400, 2000, size), 3e-3, seed))
     held = make_preference_pairs(64, seed + 3, knobs=knobs, split="heldout", judge=judge)
     info = {"families": tuple(families), "eval_split": eval_split, "pretrain_steps": pre,
             "sft_loss": sft_hist[-1]["loss"], "rm_loss": rm_hist[-1]["loss"],
@@ -231,7 +236,7 @@ def sft_then_align(model: torch.nn.Module | None = None, *, setup: AlignSetup | 
         if m == "dpo":
             policy = copy.deepcopy(setup.sft)
             train_dpo(policy, frozen_copy(setup.sft), setup.pairs, setup.template,
-                      _tcfg(by_size(40, 300, 1500, size), 16, by_size(1e-3, 1e-4, 1e-4, size), setup.seed),
+                      _tcfg(by_size(40, 300, 1500, size), by_size(1e-3, 1e-4, 1e-4, size), setup.seed),
                       beta=dpo_beta)
             rows.append(evaluate_policy(policy.eval(), setup, "dpo", beta=dpo_beta))
         else:

@@ -33,6 +33,7 @@ from minillm.presets import by_size
 from minillm.finetune.chat import ChatTemplate, chat_tokenizer
 from minillm.finetune.sft import Conversation, pack, response_accuracy
 from book.ch06_tuning.studies_sft import _check_seed, finetune_copy, sft_study_config
+from book.runs import Run, train
 
 __all__ = ["KNOWLEDGE_ATTRIBUTES", "knowledge_world", "knowledge_text", "knowledge_base", "fact_conversations",
            "knowledge_study"]
@@ -104,7 +105,6 @@ def knowledge_text(world: FactWorld, known: Sequence[str], attributes: Sequence[
 def knowledge_base(size: str | None = None, seed: int = 0, attributes: Sequence[str] = ("city",)):
     """(model, tokenizer, world, groups): a GPT pretrained on `knowledge_text` about the known people; cached per
     (size, seed, attributes). Read-only: callers deep-copy it."""
-    from book.runs_lm import train_lm
     from minillm.presets import size_profile
 
     attrs = _check_attributes(attributes)
@@ -114,9 +114,8 @@ def knowledge_base(size: str | None = None, seed: int = 0, attributes: Sequence[
         world, groups = knowledge_world(d["n_people"], seed)
         text = knowledge_text(world, groups["known_sft"] + groups["known_eval"], attrs, d["n_chars"], seed,
                               size=key[0])
-        model, tok, _ = train_lm(text, block_size=64, batch_size=16, lr=3e-3, seed=1337 + seed,
-                                 tokenizer=chat_tokenizer(), steps=d["steps"], n_layer=d["n_layer"],
-                                 n_embd=d["n_embd"], n_head=d["n_head"])
+        run = Run(n_layer=d["n_layer"], n_embd=d["n_embd"], n_head=d["n_head"], steps=d["steps"], seed=1337 + seed)
+        model, tok, _ = train(run, text, tokenizer=chat_tokenizer())  # block 64, batch 16, lr 3e-3 (Run's defaults)
         _KB_CACHE[key] = (model.requires_grad_(False), tok, world, groups)
     return _KB_CACHE[key]
 
@@ -190,5 +189,5 @@ def knowledge_study(size: str | None = None, seed: int = 0, attributes: Sequence
                      "unknown_accuracy": float(np.mean([r == c.answer for r, c in zip(replies, ev_unknown)])),
                      "train_accuracy": float(response_accuracy(model, template, train).mean()),
                      "n_sft": len(train), "n_eval_known": len(ev_known), "n_eval_unknown": len(ev_unknown),
-                     "steps": cfg.steps, "loss": loss})
+                     "steps": cfg.run.steps, "loss": loss})
     return rows

@@ -20,22 +20,22 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-from minillm.config import TrainConfig, _Config
+from minillm.config import _Config
 from minillm.presets import by_size
 from minillm.finetune.chat import ChatTemplate, chat_tokenizer
 from minillm.finetune.peft import LoRAConfig, PromptTuning, apply_adapters, apply_lora, apply_prefix_tuning, peft_report
 from minillm.finetune.quant import QuantizedWeight, model_bytes, quantize_model
-from minillm.finetune.sft import instruction_data, pack, response_accuracy, train_sft
+from minillm.finetune.sft import instruction_data, pack, response_accuracy
+from book.runs import Run, train
 
-__all__ = ["PEFT_METHODS", "PEFTStudyConfig", "study_config", "pretrain_base", "pretraining_text", "apply_method",
-           "sft_task",
-           "peft_comparison", "lora_trainable_count", "lora_rank_sweep", "quantization_cost"]
+__all__ = ["PEFT_METHODS", "PEFT_RUN", "BASE_RUNS", "PEFTStudyConfig", "study_config", "pretrain_base",
+           "pretraining_text", "apply_method", "sft_task", "peft_comparison", "lora_trainable_count", "lora_rank_sweep", "quantization_cost"]
 
 PEFT_METHODS = ("full", "lora", "adapters", "prefix", "prompt")
 # Full fine-tuning moves pretrained weights (a small lr keeps what pretraining learned); the PEFT parameters start
@@ -45,15 +45,24 @@ PEFT_METHODS = ("full", "lora", "adapters", "prefix", "prompt")
 # accuracy at 3e-3 vs 0.36).
 DEFAULT_LR = {"full": 3e-4, "lora": 3e-3, "adapters": 1e-2, "prefix": 1e-2, "prompt": 3e-2}
 
+# The adaptation recipe (book.runs.Run): the step budget every method gets, packed rows per step, warmup 10% of
+# the steps. Each method's lr comes from PEFTStudyConfig.lr and the seed from PEFTStudyConfig.seed.
+PEFT_RUN = Run(steps=40, batch_size=8, warmup=0.1)
+RUN_FIELDS = ("steps", "batch_size", "warmup")  # study_config routes these knobs into `run`
+# The pretrained base per size profile (block 64, batch 16, lr 3e-3; pretrain_base seeds it with 1337 + seed)
+BASE_RUNS = {"ci": Run(n_layer=2, n_embd=32, n_head=2, steps=150),
+             "laptop": Run(n_layer=4, n_embd=128, n_head=4, steps=1500),
+             "gpu": Run(n_layer=6, n_embd=256, n_head=8, steps=4000)}
+
 _BASE_CACHE: dict[tuple, tuple[nn.Module, object]] = {}
 
 
 @dataclass
 class PEFTStudyConfig(_Config):
-    """The shared SFT task of the PEFT studies: how many conversations, how many steps, which method settings."""
+    """The shared SFT task of the PEFT studies: the training recipe (`run`, a book.runs.Run: steps, batch size,
+    warmup), how many conversations, which method settings; `seed` draws the data and seeds every method's run."""
 
-    steps: int = 40  # the step budget every method gets
-    batch_size: int = 8
+    run: Run = PEFT_RUN
     n_train: int = 256  # training conversations (training phrasings)
     n_eval: int = 64  # held-out conversations (held-out phrasings, problems not in training)
     seed: int = 0
@@ -69,12 +78,18 @@ class PEFTStudyConfig(_Config):
 
     def __post_init__(self) -> None:
         n = "PEFTStudyConfig"
-        for k in ("steps", "batch_size", "n_train", "n_eval", "lora_rank", "adapter_bottleneck", "n_virtual"):
+        if isinstance(self.run, Mapping):  # _Config.replace passes it back as a dict
+            self.run = Run(**self.run)
+        if not isinstance(self.run, Run):
+            raise TypeError(f"{n}.run must be a book.runs.Run, got {type(self.run).__name__}")
+        for k in ("n_train", "n_eval", "lora_rank", "adapter_bottleneck", "n_virtual"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{n}.{k}={v!r} must be a positive int")
-        if self.n_train < self.batch_size:
-            raise ValueError(f"{n}.n_train={self.n_train} is below batch_size={self.batch_size}; raise n_train")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"{n}.seed={self.seed!r} must be a non-negative int")
+        if self.n_train < self.run.batch_size:
+            raise ValueError(f"{n}.n_train={self.n_train} is below batch_size={self.run.batch_size}; raise n_train")
         if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, (int, float)) or self.lora_alpha <= 0:
             raise ValueError(f"{n}.lora_alpha={self.lora_alpha!r} must be a positive number")
         bad = {m: v for m, v in dict(self.lr).items() if m not in PEFT_METHODS or not (isinstance(v, (int, float))
@@ -94,16 +109,24 @@ class PEFTStudyConfig(_Config):
             raise ValueError(f"{n}.lora_targets={self.lora_targets!r} must name Linear layers, e.g. ('wq', 'wv')")
         self.lora_targets = targets
 
+    def replace(self, **changes) -> "PEFTStudyConfig":
+        """A copy with fields changed (validated again); steps / batch_size / warmup change the recipe `run`."""
+        run = changes.pop("run", self.run).replace(**{k: changes.pop(k) for k in RUN_FIELDS if k in changes})
+        return super().replace(run=run, **changes)
+
 
 def study_config(size: str | None = None, **overrides) -> PEFTStudyConfig:
     """The profile's SFT task. laptop (about 5 minutes on one CPU thread for pretraining + comparison + sweep):
     the count and first families only, whose held-out phrasings share words with training ones ("letter
     count", "opening letter"); over all seven families a 0.8M-parameter model scores near 0 on held-out
-    phrasings whatever the method. ci: seconds, accuracy ~0 (a smoke test)."""
+    phrasings whatever the method. ci: seconds, accuracy ~0 (a smoke test). `overrides`: PEFTStudyConfig fields,
+    or the recipe's steps / batch_size / warmup (routed into `run`)."""
     base = by_size(ci=dict(steps=40),
                    laptop=dict(steps=600, n_train=1024, n_eval=128, families=("count", "first")),
                    gpu=dict(steps=1500, n_train=2048, n_eval=256), size=size)
-    return PEFTStudyConfig(**{**base, **overrides})
+    knobs = {**base, **overrides}
+    run = knobs.pop("run", PEFT_RUN).replace(**{k: knobs.pop(k) for k in RUN_FIELDS if k in knobs})
+    return PEFTStudyConfig.from_dict({**knobs, "run": run})
 
 
 def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -144,20 +167,18 @@ def pretraining_text(size: str | None = None, seed: int = 0, chat_fraction: floa
     return "".join(out)
 
 
-def pretrain_base(size: str | None = None, seed: int = 0, dims: dict | None = None) -> tuple[nn.Module, object]:
-    """(GPT, chat_tokenizer) pretrained on `pretraining_text`; cached per (size, seed, dims) in this process.
-    dims: train_lm's n_layer / n_embd / n_head / steps (default: the profile's base model; `studies_sft.big_base`
-    asks for a larger one). Callers must not modify it: the studies deep-copy it."""
-    from book.runs_lm import train_lm
+def pretrain_base(size: str | None = None, seed: int = 0, run: Run | None = None) -> tuple[nn.Module, object]:
+    """(GPT, chat_tokenizer) pretrained on `pretraining_text` with `book.runs.train`; cached per (size, seed, run)
+    in this process. run: the model and its training (default: the profile's BASE_RUNS; `studies_sft.big_base`
+    asks for a larger one); its seed is replaced by 1337 + seed. Callers must not modify the model: the studies
+    deep-copy it."""
     from minillm.presets import size_profile
 
-    key = (size or size_profile(), seed, tuple(sorted(dims.items())) if dims else None)
+    size = size or size_profile()
+    run = (run or by_size(**BASE_RUNS, size=size)).replace(seed=1337 + seed)
+    key = (size, seed, run)
     if key not in _BASE_CACHE:
-        dims = dims or by_size(ci=dict(n_layer=2, n_embd=32, n_head=2, steps=150),
-                               laptop=dict(n_layer=4, n_embd=128, n_head=4, steps=1500),
-                               gpu=dict(n_layer=6, n_embd=256, n_head=8, steps=4000), size=key[0])
-        model, tok, _ = train_lm(pretraining_text(key[0], seed), block_size=64, batch_size=16, lr=3e-3,
-                                 seed=1337 + seed, tokenizer=chat_tokenizer(), **dims)
+        model, tok, _ = train(run, pretraining_text(size, seed), tokenizer=chat_tokenizer())
         model.requires_grad_(False)  # the cache is read-only; copies re-enable what they train
         _BASE_CACHE[key] = (model, tok)
     return _BASE_CACHE[key]
@@ -197,13 +218,10 @@ def apply_method(base: nn.Module, method: str, cfg: PEFTStudyConfig) -> nn.Modul
 
 
 def _train_eval(model: nn.Module, x, y, heldout, template, cfg: PEFTStudyConfig, lr: float, seen=None) -> dict:
-    """Train on (x, y) for cfg.steps, then score the held-out conversations: {loss, accuracy, seconds}, plus
-    accuracy_seen on `seen` (training phrasings, new problems) when given."""
-    tcfg = TrainConfig(batch_size=min(cfg.batch_size, len(x)), max_steps=cfg.steps, lr=lr, min_lr=lr / 10,
-                       warmup_steps=max(1, cfg.steps // 10), schedule="cosine", log_interval=cfg.steps,
-                       eval_interval=0, eval_batches=1, seed=cfg.seed, device="cpu", progress=False)
+    """Train on (x, y) with cfg.run's recipe at peak `lr` (seed cfg.seed), then score the held-out conversations:
+    {loss, accuracy, seconds}, plus accuracy_seen on `seen` (training phrasings, new problems) when given."""
     t0 = time.perf_counter()
-    history = train_sft(model, x, y, tcfg)
+    history = train(cfg.run.replace(lr=lr, seed=cfg.seed), (x, y), model=model).history
     seconds = time.perf_counter() - t0
     acc = response_accuracy(model, template, heldout)
     out = {"loss": float(history[-1]["loss"]), "accuracy": float(acc.mean()), "seconds": seconds}
@@ -219,8 +237,8 @@ def peft_comparison(base: nn.Module | None = None, method_list: Sequence[str] = 
     train_memory_bytes, full_ft_memory_bytes, accuracy (held-out phrasings), accuracy_seen (training
     phrasings, new problems), loss (last step), seconds}.
 
-    base: a GPT over the chat tokenizer (default: `pretrain_base(size)`); budget: steps (overrides cfg.steps;
-    default `study_config(size).steps`); cfg defaults to `study_config(size)`. train_memory_bytes is weights +
+    base: a GPT over the chat tokenizer (default: `pretrain_base(size)`); budget: steps (overrides cfg.run.steps;
+    default `study_config(size).run.steps`); cfg defaults to `study_config(size)`. train_memory_bytes is weights +
     gradients + AdamW state (activations excluded): what §5.3 says PEFT saves.
     """
     methods = _check_methods(method_list)
@@ -239,7 +257,7 @@ def peft_comparison(base: nn.Module | None = None, method_list: Sequence[str] = 
         res = _train_eval(model, x, y, heldout, template, cfg, cfg.lr[method], seen)
         rows.append({"method": method, "trainable": rep["trainable"], "total": rep["total"],
                      "trainable_frac": rep["trainable_fraction"], "train_memory_bytes": rep["train_bytes"],
-                     "full_ft_memory_bytes": rep["full_ft_train_bytes"], "steps": cfg.steps, **res})
+                     "full_ft_memory_bytes": rep["full_ft_train_bytes"], "steps": cfg.run.steps, **res})
     return rows
 
 
@@ -304,14 +322,14 @@ def quantization_cost(model: nn.Module, text: str, bits: Sequence[int] = (8, 4),
     (held-out text the model did not train on); delta_ppl is against the float model. weight_error is the
     relative reconstruction error of the quantized weights. Linear layers only (embeddings and a tied head stay
     in float: `quantize_model`'s default)."""
-    from minillm.evaluation.scoring import heldout_loss
+    from minillm.evaluation.loss import heldout_loss
 
     tokenizer = tokenizer or chat_tokenizer()
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty str of held-out text")
     model.eval()
     ref_bytes = model_bytes(model)
-    ref_loss = heldout_loss(model, tokenizer, text, max_windows)
+    ref_loss = heldout_loss(model, text, tokenizer=tokenizer, max_windows=max_windows)
     ref_ppl = math.exp(ref_loss)
     rows = [{"bits": 32, "group_size": None, "bytes": ref_bytes, "ratio": 1.0, "weight_error": 0.0,
              "loss": ref_loss, "perplexity": ref_ppl, "delta_ppl": 0.0}]
@@ -319,7 +337,7 @@ def quantization_cost(model: nn.Module, text: str, bits: Sequence[int] = (8, 4),
         for g in group_sizes:
             q = copy.deepcopy(model)
             quantize_model(q, b, g)
-            loss = heldout_loss(q, tokenizer, text, max_windows)
+            loss = heldout_loss(q, text, tokenizer=tokenizer, max_windows=max_windows)
             nbytes = model_bytes(q)
             rows.append({"bits": b, "group_size": g, "bytes": nbytes, "ratio": ref_bytes / nbytes,
                          "weight_error": _weight_error(model, q), "loss": loss, "perplexity": math.exp(loss),

@@ -39,25 +39,32 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from minillm.config import TrainConfig, _Config
+from minillm.config import _Config
+from minillm.evaluation.loss import heldout_loss
 from minillm.presets import by_size
 from minillm.finetune.chat import ChatTemplate
-from minillm.finetune.sft import SFT_TASKS, instruction_data, pack, response_accuracy, train_sft
+from minillm.finetune.sft import SFT_TASKS, instruction_data, pack, response_accuracy
 from book.ch06_tuning.studies_peft import pretrain_base, pretraining_text
+from book.runs import Run, train
 
-__all__ = ["SFTStudyConfig", "sft_study_config", "finetune_copy", "diversity_vs_count", "mixing_study",
+__all__ = ["SFT_RUN", "SFTStudyConfig", "sft_study_config", "finetune_copy", "diversity_vs_count", "mixing_study",
            "pretrain_mix_data", "pretrain_mix_study", "big_base", "tuned_vs_untuned"]
 
 N_TRAIN_PHRASINGS = 6  # sft.task_templates: 8 phrasings per family, the last 2 held out
 
 
+# The SFT recipe (book.runs.Run): the step budget every cell / arm gets, packed rows per step, the full
+# fine-tuning lr (peak; cosine to lr/10), warmup 10% of the steps. finetune_copy sets the seed per study.
+SFT_RUN = Run(steps=40, batch_size=8, lr=1e-3, warmup=0.1)
+RUN_FIELDS = ("steps", "batch_size", "lr", "warmup")  # sft_study_config routes these knobs into `run`
+
+
 @dataclass
 class SFTStudyConfig(_Config):
-    """Knobs the SFT studies share: the step budget, optimiser, data counts and the instruction families."""
+    """Knobs the SFT studies share: the training recipe (`run`, a book.runs.Run), data counts and the
+    instruction families."""
 
-    steps: int = 40  # SFT steps every cell / arm of a study gets
-    batch_size: int = 8  # packed rows per step
-    lr: float = 1e-3  # full fine-tuning lr (peak; cosine to lr/10)
+    run: Run = SFT_RUN
     n_train: int = 128  # SFT conversations (studies without their own count grid)
     n_eval: int = 32  # evaluation conversations per split / task
     block_size: int = 64  # packed row length (the bases' context)
@@ -67,25 +74,37 @@ class SFTStudyConfig(_Config):
     def __post_init__(self) -> None:
         from minillm.data.tasks.instructions import FAMILIES
 
-        for k in ("steps", "batch_size", "n_train", "n_eval", "block_size"):
+        if isinstance(self.run, Mapping):  # _Config.replace passes it back as a dict
+            self.run = Run(**self.run)
+        if not isinstance(self.run, Run):
+            raise TypeError(f"SFTStudyConfig.run must be a book.runs.Run, got {type(self.run).__name__}")
+        for k in ("n_train", "n_eval", "block_size"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"SFTStudyConfig.{k}={v!r} must be a positive int")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
-            raise ValueError(f"SFTStudyConfig.lr={self.lr!r} must be a number in (0, 1)")
+        if not 0 < self.run.lr < 1:  # fine-tuning a pretrained model: an lr of 1 or more only destroys it
+            raise ValueError(f"SFTStudyConfig.run.lr={self.run.lr!r} must be a number in (0, 1)")
         fams = tuple(FAMILIES) if self.families == "all" else (
             (self.families,) if isinstance(self.families, str) else tuple(self.families))
         if not fams or any(f not in FAMILIES for f in fams):
             raise ValueError(f"SFTStudyConfig.families={self.families!r}: 'all' or names from {', '.join(FAMILIES)}")
         self.families = fams
 
+    def replace(self, **changes) -> "SFTStudyConfig":
+        """A copy with fields changed (validated again); steps / batch_size / lr / warmup change the recipe `run`."""
+        run = changes.pop("run", self.run).replace(**{k: changes.pop(k) for k in RUN_FIELDS if k in changes})
+        return super().replace(run=run, **changes)
+
 
 def sft_study_config(size: str | None = None, **overrides) -> SFTStudyConfig:
-    """The profile's shared knobs; `overrides` (any SFTStudyConfig field) win and are validated."""
+    """The profile's shared knobs; `overrides` win and are validated: SFTStudyConfig fields, or the recipe's
+    steps / batch_size / lr / warmup (routed into `run`)."""
     base = by_size(ci=dict(steps=30, n_train=64, n_eval=16),
                    laptop=dict(steps=400, n_train=1024, n_eval=128),
                    gpu=dict(steps=1500, n_train=4096, n_eval=256, families="all"), size=size)
-    return SFTStudyConfig.from_dict({**base, **overrides})  # unknown knob names raise a ValueError
+    knobs = {**base, **overrides}
+    run = knobs.pop("run", SFT_RUN).replace(**{k: knobs.pop(k) for k in RUN_FIELDS if k in knobs})
+    return SFTStudyConfig.from_dict({**knobs, "run": run})  # unknown knob names raise a ValueError
 
 
 def _int_tuple(name: str, v, lo: int, hi: int | None = None) -> tuple[int, ...]:
@@ -108,18 +127,13 @@ def _inst_knobs(cfg: SFTStudyConfig) -> dict:
     return {"instructions": {"families": cfg.families}}
 
 
-def _tcfg(cfg: SFTStudyConfig, seed: int, batch_size: int) -> TrainConfig:
-    lr = cfg.lr
-    return TrainConfig(batch_size=batch_size, max_steps=cfg.steps, lr=lr, min_lr=lr / 10,
-                       warmup_steps=max(1, cfg.steps // 10), schedule="cosine", log_interval=cfg.steps,
-                       eval_interval=0, eval_batches=1, seed=seed, device="cpu", progress=False)
-
-
 def finetune_copy(base: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: SFTStudyConfig, seed: int = 0,
                   batch_size: int | None = None) -> tuple[nn.Module, float]:
-    """(a deep copy of `base` fully fine-tuned on packed rows x, y (N, T) for cfg.steps, its last loss)."""
+    """(a deep copy of `base` fully fine-tuned on packed rows x, y (N, T) with cfg.run's recipe at `seed` (and
+    `batch_size` rows per step, default min(cfg.run.batch_size, N)), its last loss)."""
     model = copy.deepcopy(base).requires_grad_(True)  # the cached bases are read-only
-    hist = train_sft(model, x, y, _tcfg(cfg, seed, batch_size or min(cfg.batch_size, len(x))))
+    run = cfg.run.replace(seed=seed, batch_size=batch_size or cfg.run.batch_size)
+    hist = train(run, (x, y), model=model).history
     return model, float(hist[-1]["loss"])
 
 
@@ -155,14 +169,14 @@ def diversity_vs_count(size: str | None = None, seed: int = 0, n_templates: Sequ
             train = instruction_data(n, seed, n_templates=k, knobs=kn, exclude=banned)
             cells[k, n] = (train, *pack(train, cfg.block_size, template, overflow="drop"))
     # equal budgets: the same steps AND rows per step in every cell (the smallest cell bounds the batch)
-    bs = min(cfg.batch_size, *(len(x) for _, x, _ in cells.values()))
+    bs = min(cfg.run.batch_size, *(len(x) for _, x, _ in cells.values()))
     rows = []
     for (k, n), (train, x, y) in cells.items():
         model, loss = finetune_copy(base, x, y, cfg, seed, bs)
         rows.append({"n_templates": k, "n_examples": n, "n_phrasings": len({c.meta["template"] for c in train}),
                      "heldout_accuracy": _acc(model, template, heldout),
                      "seen_accuracy": _acc(model, template, seen[k]),
-                     "steps": cfg.steps, "batch_size": bs, "loss": loss})
+                     "steps": cfg.run.steps, "batch_size": bs, "loss": loss})
     return rows
 
 
@@ -217,7 +231,7 @@ def mixing_study(size: str | None = None, seed: int = 0, mixes: Sequence[Mapping
         acc = {t: _acc(model, template, evals[t]) for t in tasks}
         counts = {t: sum(c.meta["task"] == t for c in train) for t in m}
         rows.append({"mix": m, "counts": counts, "accuracy": acc, "mean_accuracy": float(np.mean(list(acc.values()))),
-                     "steps": cfg.steps, "loss": loss})
+                     "steps": cfg.run.steps, "loss": loss})
     return rows
 
 
@@ -259,8 +273,6 @@ def pretrain_mix_study(size: str | None = None, seed: int = 0, shares: Sequence[
     accuracy, steps}: forgetting = loss on held-out stories after SFT minus the base's (nats/token); accuracy on
     held-out phrasings. Same steps and batch size for every share (so a larger share means fewer SFT rows per
     step: the price of the regulariser)."""
-    from minillm.evaluation.scoring import heldout_loss
-
     if isinstance(shares, (int, float)) or not shares:
         raise ValueError(f"shares={shares!r} must be a non-empty list of numbers in [0, 1)")
     _check_seed(seed)
@@ -269,28 +281,31 @@ def pretrain_mix_study(size: str | None = None, seed: int = 0, shares: Sequence[
     template = ChatTemplate(tok)
     stories = _heldout_stories(size, seed)
     windows = by_size(ci=16, laptop=64, gpu=128, size=size)
-    loss0 = heldout_loss(base, tok, stories, windows)
+    loss0 = heldout_loss(base, stories, tokenizer=tok, max_windows=windows)
     heldout = instruction_data(cfg.n_eval, seed + 1, split="heldout", knobs=_inst_knobs(cfg))
     rows = []
     for p in shares:
         x, y, is_pre = pretrain_mix_data(p, cfg, template, seed, size)
         model, loss = finetune_copy(base, x, y, cfg, seed)
-        after = heldout_loss(model, tok, stories, windows)
+        after = heldout_loss(model, stories, tokenizer=tok, max_windows=windows)
         rows.append({"pretrain_share": float(p), "n_sft_rows": int((~is_pre).sum()),
                      "n_pretrain_rows": int(is_pre.sum()),
                      "pretrain_loss_base": loss0, "pretrain_loss_after": after, "forgetting": after - loss0,
-                     "accuracy": _acc(model, template, heldout), "steps": cfg.steps, "loss": loss})
+                     "accuracy": _acc(model, template, heldout), "steps": cfg.run.steps, "loss": loss})
     return rows
 
 
 # ---- 5. a small tuned model vs a larger untuned one -------------------------------------------------------------
 
+# The untuned bigger base, per size: pretrained like `pretrain_base` (block 64, batch 16, lr 3e-3, same steps)
+BIG_BASE_RUNS = {"ci": Run(n_layer=3, n_embd=48, n_head=2, steps=150),
+                 "laptop": Run(n_layer=4, n_embd=192, n_head=6, steps=1500),
+                 "gpu": Run(n_layer=8, n_embd=384, n_head=8, steps=4000)}
+
+
 def big_base(size: str | None = None, seed: int = 0) -> nn.Module:
     """A wider/deeper GPT pretrained like `pretrain_base` (same text, tokenizer, steps); cached per (size, seed)."""
-    dims = by_size(ci=dict(n_layer=3, n_embd=48, n_head=2, steps=150),
-                   laptop=dict(n_layer=4, n_embd=192, n_head=6, steps=1500),
-                   gpu=dict(n_layer=8, n_embd=384, n_head=8, steps=4000), size=size)
-    return pretrain_base(size, seed, dims=dims)[0]
+    return pretrain_base(size, seed, run=by_size(**BIG_BASE_RUNS, size=size))[0]
 
 
 def _plain_accuracy(model: nn.Module, tok, convs) -> float:

@@ -11,22 +11,16 @@ Each plot takes the rows a study returns and returns the matplotlib Figure (matp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
+from book import results
 from book.viz import SliderPanel, need_rows
 
 __all__ = ["shipped_utilization_studies", "plot_decoding", "plot_prompting", "plot_ppl_vs_accuracy", "plot_tools",
            "plot_contamination", "DecodingWidget"]
 
-STUDIES_FILE = ("bench", "results", "utilization_studies.jsonl")
-
-
-def shipped_utilization_studies(path: str | Path | None = None) -> dict[str, dict]:
+def shipped_utilization_studies() -> dict[str, dict]:
     """The latest record of each chapter-07 study shipped with the book, by study name."""
-    from book.results import latest_records
-
-    p = Path(path) if path is not None else Path(__file__).resolve().parents[2].joinpath(*STUDIES_FILE)
-    return latest_records(p, "study", f"make your own with `python bench/utilization_studies.py --out {p.name}`")
+    return results.latest("utilization_studies.jsonl")
 
 
 def _need(rows: Sequence[Mapping], keys: tuple[str, ...], study: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from minillm.presets import by_size
+from book.runs import Run, size_label, train
 
 __all__ = ["STORY_KNOBS", "FACT_KNOBS", "DECODING_SETTINGS", "ChapterModel", "chapter_text", "chapter_models",
            "story_prompts", "decode", "decoding_sweep", "prompting_study", "ppl_vs_accuracy"]
@@ -71,8 +72,9 @@ def chapter_text(n_chars: int, seed: int = 0, fact_share: float = 0.3, addition_
 
 
 def chapter_models(size: str | None = None, seed: int = 0) -> list[ChapterModel]:
-    """Char GPTs of by_size(1, 2, 3) sizes trained on `chapter_text` (cached per (size, seed); read-only)."""
-    from book.runs_lm import train_lm
+    """Char GPTs of by_size(1, 2, 3) sizes trained on `chapter_text` with `book.runs.train` (a head per 32
+    channels, 128-character windows, RoPE, the emergence tokenizer; cached per (size, seed); read-only)."""
+    from minillm.data.tasks.pretraining import emergence_tokenizer
     from minillm.presets import size_profile
 
     key = (size or size_profile(), seed)
@@ -85,11 +87,11 @@ def chapter_models(size: str | None = None, seed: int = 0) -> list[ChapterModel]
         device = "cuda" if torch.cuda.is_available() else "cpu"
         out = []
         for n_layer, n_embd in dims:  # a loop over model sizes
-            model, tok, _ = train_lm(text[:cut], val_text=text[cut:], n_layer=n_layer, n_embd=n_embd,
-                                     n_head=max(1, n_embd // 32), steps=steps, batch_size=16, block_size=128,
-                                     lr=3e-3, seed=1337 + seed, device=device, model_kwargs={"position": "rope"})
+            run = Run(n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // 32), block_size=128, steps=steps,
+                      seed=1337 + seed, device=device, model_fields={"position": "rope"})
+            model, tok, _ = train(run, text[:cut], val=text[cut:], tokenizer=emergence_tokenizer())
             model.cpu().requires_grad_(False)
-            out.append(ChapterModel(f"L{n_layer}-C{n_embd}", model.num_params(non_embedding=True), model, tok,
+            out.append(ChapterModel(size_label(n_layer, n_embd), model.num_params(non_embedding=True), model, tok,
                                     text[cut:]))
         _CACHE[key] = out
     return _CACHE[key]

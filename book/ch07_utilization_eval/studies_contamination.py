@@ -1,13 +1,19 @@
-"""Moved from `minillm.evaluation.contamination` (split: the library keeps the reusable part as `minillm.evaluation.contamination`)."""
+"""Benchmark contamination shown, not told (Survey §7.3): a clean and a contaminated model, on the same items.
+
+`contamination_demo` trains two story models (same text, seed and steps; the second also sees copies of half a
+benchmark's items) and scores both on the leaked and the clean half, with `minillm.evaluation.contamination`'s
+n-gram report saying which items it finds in each model's training text.
+"""
 from __future__ import annotations
 
 import numpy as np
 from minillm.evaluation.benchmarks import EvalTask, FactsMC, score_items
 from minillm.evaluation.contamination import contaminated_text, contamination_report
+from book.runs import Run, train
 
 
 # Demo knobs per size profile: items (half leaked), copies of each leaked item, story characters, training steps.
-# lr 1e-2 (train_lm's default is 3e-3): memorising 20 name -> city pairs needs the faster rate and 32 copies.
+# lr 1e-2 (book.runs.Run's default is 3e-3): memorising 20 name -> city pairs needs the faster rate and 32 copies.
 _DEMO = {"ci": dict(n_items=16, copies=4, n_chars=20_000, steps=40, n_people=40, lr=1e-2),
          "laptop": dict(n_items=40, copies=32, n_chars=150_000, steps=3000, n_people=100, lr=1e-2),
          "gpu": dict(n_items=200, copies=32, n_chars=600_000, steps=8000, n_people=400, lr=1e-2)}
@@ -30,7 +36,6 @@ def contamination_demo(size: str | None = None, seed: int = 0, task: EvalTask | 
     overrides: n_items, copies, n_chars, steps, n_people, lr (defaults per size profile)."""
     from minillm.data.synthetic import corpus
     from minillm.data.tasks.pretraining import emergence_tokenizer
-    from book.runs_lm import train_lm
     from minillm.presets import by_size
 
     knobs = dict(by_size(**_DEMO, size=size))
@@ -54,8 +59,8 @@ def contamination_demo(size: str | None = None, seed: int = 0, task: EvalTask | 
                                                               knobs["copies"], seed)}
     rows = []
     for name, text in texts.items():
-        model, tok, _ = train_lm(text, steps=knobs["steps"], lr=knobs["lr"], seed=seed, val_text=val,
-                                 tokenizer=emergence_tokenizer())
+        run = Run(steps=knobs["steps"], lr=knobs["lr"], seed=seed)  # Run's default 0.1M-parameter GPT otherwise
+        model, tok, _ = train(run, text, val=val, tokenizer=emergence_tokenizer())
         found = set(contamination_report(text, items, n=report_n, unit=report_unit)["indices"])
         for split, idx in splits.items():
             sc = score_items(model, tok, task, [items[i] for i in idx])

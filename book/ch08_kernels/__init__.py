@@ -1,1 +1,7 @@
-"""Chapter 08_kernels: the studies and figures of chapters/08_kernels.ipynb."""
+"""Chapter 08, Appendix: fused Triton kernels (Survey §4.3, efficiency): the code of chapters/08_kernels.ipynb.
+
+In reading order:
+
+    studies.py   a roofline model of the ops the kernels replace; measured checks
+    plots.py     figures, tables and the roofline widget; shipped GPU results
+"""

@@ -14,17 +14,14 @@ matplotlib and ipywidgets are imported inside the functions, so importing this m
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from book.results import read_records
+from book import results
 from book.viz import SliderPanel
-from book.ch08_kernels import roofline as rl
+from book.ch08_kernels import studies as rl
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results"
-RESULT_FILES = {"kernels": "kernels.jsonl", "mfu": "mfu.jsonl"}
 OP_COLORS = {"rmsnorm": "C0", "swiglu": "C1", "rope": "C2", "cross_entropy": "C3", "linear_cross_entropy": "C4",
              "matmul": "C7"}
 
@@ -138,7 +135,7 @@ def max_errors(kernel: Callable, reference: Callable, inputs: Sequence[Any], see
     """
     if grad_inputs is None:
         grad_inputs = [i for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and x.is_floating_point()]
-    results = []
+    both = []
     for fn in (kernel, reference):
         args = [x.detach().clone().requires_grad_() if i in grad_inputs else x for i, x in enumerate(inputs)]
         outs = fn(*args)
@@ -146,8 +143,8 @@ def max_errors(kernel: Callable, reference: Callable, inputs: Sequence[Any], see
         g = torch.Generator().manual_seed(seed)
         grads = [torch.randn(o.shape, generator=g).to(o.device, o.dtype) for o in outs]
         torch.autograd.backward(outs, grads)
-        results.append(([o.detach() for o in outs], [args[i].grad for i in grad_inputs]))
-    (outs_k, grads_k), (outs_r, grads_r) = results
+        both.append(([o.detach() for o in outs], [args[i].grad for i in grad_inputs]))
+    (outs_k, grads_k), (outs_r, grads_r) = both
 
     def diff(x: torch.Tensor | None, y: torch.Tensor | None) -> float:
         if x is None or y is None:  # a gradient only one implementation produced: as wrong as can be
@@ -301,20 +298,16 @@ def plot_linear_ce_memory(rows: Sequence[dict]):
 # --------------------------------------------------------------------------------------------- shipped results
 
 
-def shipped_kernel_results(results_dir: str | Path | None = None) -> dict[str, dict | None] | None:
+def shipped_kernel_results() -> dict[str, dict | None] | None:
     """The latest GPU record of bench/results/kernels.jsonl and of mfu.jsonl, as {"kernels": rec, "mfu": rec}
     (None for a file with no GPU record); or None, after printing why, when there are none at all.
 
     Records made with --smoke (CPU interpreter, tiny shapes) are skipped: they test the scripts, they are not
     measurements."""
-    base = Path(results_dir) if results_dir is not None else RESULTS_DIR
-    found: dict[str, dict | None] = {}
-    for name, filename in RESULT_FILES.items():
-        path = base / filename
-        gpu = [r for r in read_records(path) if not r.get("smoke")] if path.is_file() else []
-        found[name] = gpu[-1] if gpu else None
+    found = {name: results.last(f"{name}.jsonl", where=lambda r: not r.get("smoke"), missing_ok=True)
+             for name in ("kernels", "mfu")}
     if not any(found.values()):
-        print(f"No GPU kernel or MFU results are recorded in {base} yet: no run of bench/kernels.py or "
+        print("No GPU kernel or MFU results are recorded in bench/results yet: no run of bench/kernels.py or "
               "bench/mfu.py on a CUDA machine has been shipped. On a GPU, run `python bench/kernels.py` and "
               "`python bench/mfu.py`; they append their records there.")
         return None

@@ -172,7 +172,7 @@ def _brier_reference(probs, gold_ids, mask):
 
 def _prompt_case(kind: str, seed: int = 0) -> tuple:
     """(shots, query): lists of minillm.data.tasks.Example, as a few-shot task would build them."""
-    from minillm.data.tasks.generators import MAP_SEP, QUERY_MARK, Example, make_examples
+    from minillm.data.tasks.suites import MAP_SEP, QUERY_MARK, Example, make_examples
 
     rng = np.random.default_rng(seed)
     if kind in ("pairs", "one", "zero"):
@@ -190,7 +190,7 @@ def _prompt_case(kind: str, seed: int = 0) -> tuple:
 
 
 def _prompt_reference(shots, query):
-    from minillm.data.tasks.generators import few_shot_prompt
+    from minillm.data.tasks.suites import few_shot_prompt
 
     return few_shot_prompt(shots, query)
 

@@ -25,7 +25,7 @@ _SCORER_STATE: dict[str, Any] = {}
 
 def _scorer_examples() -> list:
     """The 24 examples the grading model memorises: 1-2 digit additions, kv_map episodes, CoT additions."""
-    from minillm.data.tasks.generators import make_examples
+    from minillm.data.tasks.suites import make_examples
 
     return (make_examples("addition", 12, 3, digits=(1, 2))
             + make_examples("kv_map", 8, 4, shots=(1, 2, 3), n_keys=3, key_len=(1, 2))
@@ -76,7 +76,7 @@ def _run_scorer(fn, model, tokenizer, examples):
 
 def _scorer_case(kind: str) -> tuple:
     """(model, tokenizer, examples) for one case; examples are the memorised ones or fresh draws."""
-    from minillm.data.tasks.generators import Example, make_examples
+    from minillm.data.tasks.suites import Example, make_examples
 
     ex = _scorer_examples()
     cut = [Example(e.prompt, e.answer[:-1], e.task) for e in ex[:12] if len(e.answer) > 1]  # "4+7=" -> "1"

@@ -21,7 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import least_squares
 
+from minillm.data.synthetic import corpus
+from minillm.data.tokenizer import CharTokenizer
 
 # The default domains: English stories, Chinese stories, arithmetic. Three sources as different as a crawl's
 # web text, its Chinese share and its code/math share.
@@ -71,8 +74,6 @@ def domain_pools(n_chars: int, domains: Mapping[str, str] = DOMAINS, seed: int =
                  n_eval_docs: int = 200) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, float]]:
     """(train pools, held-out docs, floors) per domain: enough training text for a run of `n_chars` made of
     that domain alone, held-out documents from another seed, and each domain's entropy floor (nats/char)."""
-    from minillm.data.synthetic import corpus
-    from minillm.data.tokenizer import CharTokenizer
 
     train, held, floors = {}, {}, {}
     for name, source in domains.items():
@@ -104,7 +105,6 @@ class MixingLaw:
 
 def fit_mixing_law(rows: Sequence[Mapping], domain: str, key: str = "loss") -> MixingLaw:
     """Fit the mixing law of one evaluated `domain` to sweep rows (their `key`: "loss" or "excess")."""
-    from scipy.optimize import least_squares
 
     if len(rows) < 1:
         raise ValueError("no rows: run mixture_sweep first")

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from minillm.data.loader import DataSplits
 from minillm.data.shards import write_shard
 from minillm.io import atomic_write_text, replace_dir
 
@@ -53,7 +54,6 @@ class PreparedData:
 
     def load(self, mmap: bool = True):
         """Open the shards as a DataSplits, ready for get_batch / the Trainer."""
-        from minillm.data.loader import DataSplits
 
         return DataSplits.from_dir(self.out_dir, mmap=mmap)
 

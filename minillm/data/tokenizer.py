@@ -27,6 +27,8 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from minillm.data.special_tokens import (
     as_id_array,
@@ -246,8 +248,6 @@ class BPETokenizer(Tokenizer):
         min_frequency: a pair must occur at least this often to be merged; training stops early (with a
         warning) when no pair qualifies, so the result may be smaller than `vocab_size`.
         """
-        from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         specials = check_special_tokens(special_tokens)
         check_vocab_size(vocab_size, len(specials))
@@ -339,8 +339,6 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        from tokenizers import Tokenizer as HFTokenizer
-
         read_json(path, "BPETokenizer")  # clear errors for a missing or non-JSON file
         try:
             tok = HFTokenizer.from_file(str(path))
@@ -356,7 +354,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if kind == CharTokenizer.kind:
         return CharTokenizer.load(path)
     if kind == "byte_bpe":
-        from minillm.data.bpe import ByteBPE  # lazy: bpe.py imports this module
+        from minillm.data.bpe import ByteBPE  # here: bpe.py subclasses this module's Tokenizer
 
         return ByteBPE.load(path)
     if isinstance(data.get("model"), dict) and data["model"].get("type") == "BPE":  # a tokenizers JSON

@@ -192,7 +192,7 @@ class Arithmetic(EvalTask):
     description = "reasoning: a+b by greedy generation, exact match, optionally with chain-of-thought"
 
     def __init__(self, digits=2, cot: bool = False, op: str = "addition"):
-        from minillm.data.tasks.generators import TASKS as GENERATORS
+        from minillm.data.tasks.suites import TASKS as GENERATORS
 
         if op not in ("addition", "multiplication"):
             raise ValueError(f"op={op!r} is not valid; choose 'addition' or 'multiplication'")
@@ -211,7 +211,7 @@ class Arithmetic(EvalTask):
         return item.prompt, item.meta.get("trace", "") + item.answer  # a demonstration shows its working
 
     def extract(self, completion: str, item: Item) -> str | None:
-        from minillm.data.tasks.generators import extract_answer
+        from minillm.data.tasks.suites import extract_answer
 
         ans = extract_answer(completion, require_marker=bool(item.meta.get("trace")))
         return None if ans is None else ans.strip()

@@ -3,13 +3,16 @@ Survey §7 (capacity evaluation), §7.1.1 (language modeling: perplexity), §7.1
 §7.3 (evaluation approaches: likelihood-based multiple choice as in lm-evaluation-harness), §6.1 (few-shot ICL).
 
 - `perplexity`: sliding windows over a long text (HF's "perplexity of fixed-length models" recipe): every token
-  after the first is scored exactly once, with as much left context as the window allows. bits_per_byte divides
-  by UTF-8 bytes, not tokens, so models with different tokenizers can be compared (a coarser tokenizer has
-  fewer, harder tokens: per-token losses are not comparable, per-byte ones are).
+  after the first is scored exactly once, with as much left context as the window allows. The loss is
+  `minillm.evaluation.loss.heldout_loss` in its full layout (max_windows=None); this wrapper only reports it.
+  bits_per_byte divides by UTF-8 bytes, not tokens, so models with different tokenizers can be compared (a
+  coarser tokenizer has fewer, harder tokens: per-token losses are not comparable, per-byte ones are).
 - `choice_logprobs` / `score_choices`: sum of log p(continuation | context) for each choice, all choices in one
   padded forward. lm-eval-harness reports `acc` (raw sums) and `acc_norm` (divided by the continuation's
   length): raw sums favour short answers, since every extra token costs probability.
-- `exact_match`, `f1_score`: SQuAD's answer normalisation (lowercase, no punctuation, no articles).
+- `exact_match`: one 0/1 per example, exact string equality by default (synthetic tasks have one canonical
+  answer), SQuAD-normalised with normalize=True (lowercase, no punctuation, no articles: free-text QA).
+- `f1_score`: SQuAD's token F1 of the normalised answers.
 - `few_shot_prompt`: demonstrations then the query, each demonstration written ``question + answer``.
 """
 from __future__ import annotations
@@ -18,16 +21,15 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from minillm.evaluation.loss import heldout_loss
+from minillm.model.transformer import logits_of
+
 NORMALIZE = ("none", "tokens", "chars")
-
-
-def _logits(model, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    return out[0] if isinstance(out, tuple) else out  # minillm GPT returns (logits, loss)
 
 
 def _device(model) -> torch.device:
@@ -42,15 +44,6 @@ def _block(model) -> int | None:
 # ---- perplexity ------------------------------------------------------------------------------------------------
 
 
-def _window_starts(n_targets: int, block: int, stride: int) -> torch.Tensor:
-    """Start offsets of windows of `block` inputs over a sequence with n_targets + 1 tokens. The last window is
-    moved back to end exactly at the end, so every window is full length (one batch, no padding)."""
-    last = n_targets - block
-    starts = list(range(0, last, stride)) + [last]
-    return torch.tensor(sorted(set(starts)), dtype=torch.long)
-
-
-@torch.no_grad()
 def perplexity(model: torch.nn.Module, ids: torch.Tensor | None = None, *, text: str | None = None,
                tokenizer=None, block_size: int | None = None, stride: int | None = None,
                batch_size: int = 32) -> dict:
@@ -59,7 +52,8 @@ def perplexity(model: torch.nn.Module, ids: torch.Tensor | None = None, *, text:
     (default: block_size, i.e. disjoint windows); a smaller stride gives each scored token more left context.
 
     Returns loss (nats/token), perplexity = exp(loss), bits_per_token, tokens (scored tokens), and, when `text`
-    is given, bytes (UTF-8 bytes of the text) and bits_per_byte = total nats / ln 2 / bytes (else None)."""
+    is given, bytes (UTF-8 bytes of the text) and bits_per_byte = total nats / ln 2 / bytes (else None).
+    The loss is `heldout_loss(model, ids, length=block_size, max_windows=None, stride=stride)`."""
     if text is not None:
         if ids is not None:
             raise ValueError("give either ids or text, not both")
@@ -71,48 +65,11 @@ def perplexity(model: torch.nn.Module, ids: torch.Tensor | None = None, *, text:
     if ids is None:
         raise ValueError("nothing to score: give ids (a 1-D tensor of token ids) or text= with tokenizer=")
     ids = torch.as_tensor(ids, dtype=torch.long)
-    if ids.dim() == 2 and ids.size(0) == 1:
-        ids = ids[0]
-    if ids.dim() != 1:
-        raise ValueError(f"ids must be one sequence (T,) or (1, T), got shape {tuple(ids.shape)}")
-    n = ids.numel() - 1  # the first token has no context, so it is not predicted
-    if n < 1:
-        raise ValueError(f"need at least 2 tokens to score one prediction, got {ids.numel()}")
-    block = block_size or _block(model) or n
-    if not isinstance(block, int) or block < 1:
-        raise ValueError(f"block_size={block!r} must be a positive int")
-    limit = _block(model)
-    if limit is not None and block > limit:
-        raise ValueError(f"block_size={block} is longer than the model's context ({limit}); use block_size<={limit}")
-    block = min(block, n)
-    stride = block if stride is None else stride
-    if not isinstance(stride, int) or not 1 <= stride <= block:
-        raise ValueError(f"stride={stride!r} must be an int in [1, block_size={block}] (overlap, never gaps)")
-    starts = _window_starts(n, block, stride)                        # (W,)
-    j = torch.arange(block)
-    pos = starts[:, None] + j[None, :]                               # (W, block) input positions
-    # Target t (predicted from position t-1) is scored in the first window that contains it: those past the
-    # previous window's end. Window k ends at starts[k] + block, so together they score 1..n exactly once.
-    prev_end = torch.cat([torch.zeros(1, dtype=torch.long), starts[:-1] + block])  # (W,)
-    score = (pos + 1) > prev_end[:, None]                            # (W, block)
-    device, total = _device(model), 0.0
-    was_training = model.training
-    model.eval()
-    try:
-        for s in range(0, len(starts), batch_size):  # a loop over batches of windows, not over tokens
-            p, m = pos[s:s + batch_size], score[s:s + batch_size]
-            logits = _logits(model, ids[p].to(device)).float()        # (b, block, V)
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[p + 1].to(device),
-                                                    reduction="none")  # (b, block)
-            total += float(nll[m.to(device)].double().sum())
-    finally:
-        model.train(was_training)
-    scored = int(score.sum())
-    assert scored == n, (scored, n)  # every token once: a bug here would silently bias the loss
-    loss = total / n
+    loss = heldout_loss(model, ids, length=block_size, max_windows=None, stride=stride, batch_size=batch_size)
+    n = ids.numel() - 1  # heldout_loss checked the shape: (T,) or (1, T), so this is the number of targets
     nbytes = len(text.encode("utf-8")) if text is not None else None
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
-            "bits_per_byte": total / math.log(2) / nbytes if nbytes else None, "tokens": n, "bytes": nbytes}
+            "bits_per_byte": loss * n / math.log(2) / nbytes if nbytes else None, "tokens": n, "bytes": nbytes}
 
 
 # ---- multiple choice by likelihood --------------------------------------------------------------------------
@@ -148,7 +105,7 @@ def _choice_scores(model, tokenizer, context: str, choices: list[str]) -> tuple[
     was_training = model.training
     model.eval()
     try:
-        logp = torch.log_softmax(_logits(model, x.to(_device(model))).float(), -1).cpu()  # (N, T, V)
+        logp = torch.log_softmax(logits_of(model(x.to(_device(model)))).float(), -1).cpu()  # (N, T, V)
     finally:
         model.train(was_training)
     mask = y >= 0
@@ -190,13 +147,17 @@ def normalize_answer(s: str) -> str:
     return " ".join(_ARTICLES.sub(" ", s.lower().translate(_PUNCT)).split())
 
 
-def exact_match(pred: str, gold: str, normalize: bool = True) -> float:
-    """1.0 if the prediction equals the gold answer (after `normalize_answer` unless normalize=False), else 0.0."""
+def exact_match(preds: Sequence[str], golds: Sequence[str], normalize: bool = False) -> np.ndarray:
+    """EM_i = 1.0 if preds[i] == golds[i] else 0.0, shape (N,) float64. Exact string equality by default
+    (synthetic tasks have one canonical answer string: "85 " is not "85"); normalize=True compares
+    SQuAD-normalised answers (`normalize_answer`), for free-text QA."""
+    if isinstance(preds, str) or isinstance(golds, str):
+        raise ValueError("exact_match takes lists of strings (one per example), not a single string")
+    if len(preds) != len(golds):
+        raise ValueError(f"{len(preds)} predictions for {len(golds)} gold answers")
     if normalize:
-        return float(normalize_answer(pred) == normalize_answer(gold))
-    if not isinstance(pred, str) or not isinstance(gold, str):
-        raise ValueError("pred and gold must be str")
-    return float(pred == gold)
+        preds, golds = [normalize_answer(p) for p in preds], [normalize_answer(g) for g in golds]
+    return np.array([float(p == g) for p, g in zip(preds, golds)], dtype=np.float64)
 
 
 def f1_score(pred: str, gold: str) -> float:

@@ -8,6 +8,8 @@ models we score the SAME outputs with every metric below.
 
 Per-token inputs are padded (N, L) arrays with a boolean mask (N, L) that is True on answer tokens; L may vary
 per example. Every function returns one value per example (N,); aggregate with `mean_se` / `summarize`.
+`exact_match` (string answers; raw by default, as these metrics need) is `minillm.evaluation.harness.exact_match`,
+re-exported here.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from minillm.evaluation.harness import exact_match  # noqa: F401  (re-exported: one definition, in harness.py)
 
 
 def _mask(mask, shape) -> np.ndarray:
@@ -24,15 +28,6 @@ def _mask(mask, shape) -> np.ndarray:
     if not m.any(axis=-1).all():
         raise ValueError("every example needs at least one answer token (a row of the mask is all False)")
     return m
-
-
-def exact_match(preds: Sequence[str], golds: Sequence[str]) -> np.ndarray:
-    """EM_i = 1 if preds[i] == golds[i] else 0 (exact string equality, no normalisation). (N,) float."""
-    if isinstance(preds, str) or isinstance(golds, str):
-        raise ValueError("exact_match takes lists of strings (one per example), not a single string")
-    if len(preds) != len(golds):
-        raise ValueError(f"{len(preds)} predictions for {len(golds)} gold answers")
-    return np.array([float(p == g) for p, g in zip(preds, golds)], dtype=np.float64)
 
 
 def exact_match_tokens(pred_ids, gold_ids, mask=None) -> np.ndarray:

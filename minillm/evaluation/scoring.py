@@ -8,7 +8,7 @@ generation and by likelihood).
 - `greedy_complete` / `score_generated`: the model writes its own continuation (needed for chain-of-thought,
   where the answer depends on the working the model wrote, not on the gold working).
 - `icl_accuracy_by_shots`, `inverse_scaling_rates`: the chapter's two derived measurements.
-- `train_lm`, `heldout_loss`: one small GPT trained on a text with minillm's Trainer, as `SmallRun` does.
+- The held-out loss of a text is `minillm.evaluation.loss.heldout_loss(model, text, tokenizer=tok)`.
 """
 from __future__ import annotations
 
@@ -17,13 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from minillm.data.tasks.suites import TASKS, Example, extract_answer, few_shot_prompt  # noqa: F401  (few_shot_prompt: re-exported)
 from minillm.evaluation import metrics as M
-from minillm.data.tasks.generators import TASKS, Example, extract_answer, few_shot_prompt  # noqa: F401  (few_shot_prompt: re-exported)
-
-
-def _logits(model, x: torch.Tensor) -> torch.Tensor:
-    out = model(x)
-    return out[0] if isinstance(out, tuple) else out  # minillm.GPT returns (logits, loss)
+from minillm.model.transformer import logits_of
 
 
 def _block(model) -> int | None:
@@ -90,7 +86,7 @@ def score_examples(model: torch.nn.Module, tokenizer, examples: Sequence[Example
             mask = j[None, :] < n_tgt[:, None]                      # (b, Lt) answer tokens
             # Answer token j is predicted at position n_ctx - 1 + j.
             pos = (n_ctx[:, None] - 1 + j[None, :]).clamp(max=T - 1)  # (b, Lt)
-            logp = torch.log_softmax(_logits(model, x.to(device)).float(), -1).cpu()  # (b, T, V)
+            logp = torch.log_softmax(logits_of(model(x.to(device))).float(), -1).cpu()  # (b, T, V)
             V = logp.shape[-1]
             sel = logp.gather(1, pos[..., None].expand(-1, -1, V))  # (b, Lt, V)
             if forbid_first:
@@ -148,7 +144,7 @@ def greedy_complete(model: torch.nn.Module, tokenizer, prompts: Sequence[str], m
             idx = torch.tensor([ids[i] for i in rows], dtype=torch.long, device=device)  # (b, L)
             # a KV cache where the model offers one (minillm.GPT); any other causal LM is re-run on the prefix
             if forbid_first:  # choose the first token here, without the forbidden ones; greedy after that
-                first = _logits(model, idx)[:, -1].float()  # (b, V)
+                first = logits_of(model(idx))[:, -1].float()  # (b, V)
                 first[:, _token_ids(tokenizer, forbid_first)] = float("-inf")
                 idx = torch.cat([idx, first.argmax(-1, keepdim=True)], 1)  # (b, L + 1)
             steps = max_new_tokens - idx.shape[1] + L
@@ -211,15 +207,3 @@ def inverse_scaling_rates(model: torch.nn.Module, tokenizer, examples: Sequence[
         out[name + "_logprob"] = float(s["logprob_mean"].mean())
     out["n"] = len(examples)
     return out
-
-
-# ---- training: one code path for the chapter and the studies ------------------------------------------------
-
-
-@torch.no_grad()
-def heldout_loss(model: torch.nn.Module, tokenizer, text: str, max_windows: int = 64) -> float:
-    """Mean next-character loss (nats) on `text`, over up to `max_windows` evenly spread block-size windows."""
-    from book.ch03_data.studies_experiments import heldout_loss as _windows_loss
-
-    ids = torch.from_numpy(tokenizer.encode_to_array(text, dtype=np.int64))
-    return _windows_loss(model, ids, max_windows)

@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillm.data.tasks.pretraining import ALPHABET
+from minillm.data.tokenizer import CharTokenizer
+
 __all__ = ["SYSTEM", "USER", "ASSISTANT", "END", "CHAT_TOKENS", "ROLE_TAGS", "ChatTemplate", "chat_tokenizer",
            "check_messages", "render_text", "as_messages", "pair_fields", "pad_batch"]
 
@@ -141,8 +144,6 @@ def chat_tokenizer():
     Special tokens take ids 0..3, so ids differ from `emergence_tokenizer()`: pretrain the base model with this
     tokenizer (`emergence.train_lm(..., tokenizer=chat_tokenizer())`) when it will be chat-tuned later.
     """
-    from minillm.data.tokenizer import CharTokenizer
-    from minillm.data.tasks.pretraining import ALPHABET
 
     return CharTokenizer(sorted(ALPHABET), special_tokens=CHAT_TOKENS)
 

@@ -15,6 +15,7 @@ asks for a margin gamma. Inputs are sequence log-probs of the response tokens (`
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -128,9 +129,9 @@ def train_dpo(policy: nn.Module, ref: nn.Module | None, pairs: Sequence, templat
         ref_c, ref_r = (torch.cat([p[i] for p in parts]).cpu() for i in (0, 1))
     draw = epoch_sampler(N, cfg.batch_size, cfg.seed)
 
-    def batch_loss():
-        idx = draw()
-        pc, pr = pair_logprobs(policy, *_rows(ids, mask, idx, N, device), average=loss == "simpo")
+    def pair_loss(model: nn.Module, idx: torch.Tensor):
+        """loss_fn for the shared step: one micro-batch is the indices (b,) of b preference pairs."""
+        pc, pr = pair_logprobs(model, *_rows(ids, mask, idx, N, device), average=loss == "simpo")
         if loss == "simpo":
             value, rc, rr = simpo_loss(pc, pr, beta, gamma)
         else:
@@ -139,7 +140,7 @@ def train_dpo(policy: nn.Module, ref: nn.Module | None, pairs: Sequence, templat
             value, rc, rr = fn(pc, pr, ref_c[idx].to(device), ref_r[idx].to(device), beta, **kw)
         return value, {"reward_acc": (rc > rr).float().mean(), "margin": (rc - rr).mean()}
 
-    return optimize(policy, cfg, batch_loss)
+    return optimize(policy, cfg, batches=(draw() for _ in itertools.count()), loss_fn=pair_loss)
 
 
 def _rows(ids: torch.Tensor, mask: torch.Tensor, idx: torch.Tensor, N: int, device) -> tuple[torch.Tensor, ...]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from minillm.model.transformer import logits_of
+
 __all__ = ["logprobs_from_logits", "model_logits", "token_logprobs", "align_mask", "masked_sum", "sequence_logprob"]
 
 
@@ -50,12 +52,9 @@ def _check_ids(ids: torch.Tensor) -> None:
 
 
 def model_logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """The model's next-token logits (B, T, V) for ids (B, T); any GPT-like forward(idx) -> (logits, loss)."""
-    out = model(ids)
-    logits = out[0] if isinstance(out, tuple) else out
-    if logits is None:  # a forward that fuses the loss returns no logits only when given targets; guard anyway
-        raise RuntimeError("model returned no logits; call it without targets (or set model.fuse_loss = False)")
-    return logits
+    """The model's next-token logits (B, T, V) for ids (B, T): `logits_of(model(ids))`, so any GPT-like
+    forward(idx) -> (logits, loss), bare logits or a Hugging Face output with .logits."""
+    return logits_of(model(ids))
 
 
 def token_logprobs(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillm.data.tasks.instructions import FAMILIES
+from minillm.finetune.chat import ChatTemplate, chat_tokenizer
+from minillm.finetune.reward import pair_rewards
+from minillm.finetune.sft import instruction_data
+
 __all__ = ["POLITE", "HARMFUL", "CORRECT_BONUS", "STYLE_BONUS", "HARM_PENALTY", "KINDS", "user_text",
            "answer_for", "HiddenReward", "perturb_answer", "make_candidate", "make_preference_pairs",
            "reward_model_agreement"]
@@ -68,7 +73,6 @@ def user_text(prompt: Any) -> str:
 @lru_cache(maxsize=1)
 def _family_patterns() -> list[tuple[re.Pattern, Any]]:
     """(anchored regex, family function) for every phrasing of every instruction family; built on first use."""
-    from minillm.data.tasks.instructions import FAMILIES
 
     out = []
     for fn, phrasings in FAMILIES.values():
@@ -188,7 +192,6 @@ def make_preference_pairs(n: int, seed: int, *, noise: float = 0.0, kinds: Seque
     mix / split / knobs / exclude go to `sft.instruction_data`; judge (default HiddenReward()) has the answers
     registered for these prompts.
     """
-    from minillm.finetune.sft import instruction_data
 
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 0.5:
         raise ValueError(f"noise={noise!r} must be a share of flipped labels in [0, 0.5] (0.5 = coin flips)")
@@ -228,8 +231,6 @@ def reward_model_agreement(rm: torch.nn.Module, pairs: Sequence[dict], template=
                            judge: HiddenReward | None = None) -> float:
     """Share of pairs where the reward model ranks the responses as the HIDDEN reward does (not as the possibly
     flipped label does); ties count half. template defaults to ChatTemplate(chat_tokenizer())."""
-    from minillm.finetune.chat import ChatTemplate, chat_tokenizer
-    from minillm.finetune.reward import pair_rewards
 
     if not len(pairs):
         raise ValueError("no pairs to measure agreement on")

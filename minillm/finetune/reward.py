@@ -13,6 +13,7 @@ logits are computed for a reward.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -120,12 +121,12 @@ def train_reward_model(rm: RewardModel, template: ChatTemplate, pairs: Sequence,
     rm.to(device)
     draw = epoch_sampler(N, cfg.batch_size, cfg.seed)
 
-    def batch_loss():
-        idx = draw()
+    def pair_loss(model: RewardModel, idx: torch.Tensor):
+        """loss_fn for the shared step: one micro-batch is the indices (b,) of b preference pairs."""
         rows = torch.cat([idx, idx + N])
         T = int(lengths[rows].max())  # crop the shared padding
-        r = rm(ids[rows, :T].to(device), lengths[rows].to(device))  # (2b,)
+        r = model(ids[rows, :T].to(device), lengths[rows].to(device))  # (2b,)
         rc, rr = r[: len(idx)], r[len(idx):]
         return bradley_terry_loss(rc, rr), {"acc": reward_accuracy(rc, rr)}
 
-    return optimize(rm, cfg, batch_loss)
+    return optimize(rm, cfg, batches=(draw() for _ in itertools.count()), loss_fn=pair_loss)

@@ -18,15 +18,16 @@ assistant tokens only. Attention still crosses conversations inside a row (GPT h
 conversation opens with a role tag after the previous END, which is what tells the model a new one began.
 
 Why a loop here and not `Trainer`: the Trainer samples random windows of one flat token stream and builds the
-targets itself (y = x shifted), so it cannot carry per-token -100 targets. `optimize` is a minimal loop with the
-same pieces (`build_optimizer`, `lr_at`, `clip_grad_norm_`, `PrecisionPolicy`, TrainConfig's knobs); DPO and the
-reward model train through it too.
+targets itself (y = x shifted), so it cannot carry per-token -100 targets. `optimize` is the fine-tuning driver
+around `train.step.train_step`, the same step the Trainer takes (`build_optimizer`, `lr_at`, clipping,
+`PrecisionPolicy`, TrainConfig's knobs); DPO and the reward model train through it too.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ import torch.nn.functional as F
 from minillm.config import TrainConfig
 from minillm.device import resolve_device, seed_everything
 from minillm.data.tasks.pretraining import stream_seed
-from minillm.data.tasks.generators import FAMILIES, HELDOUT_PER_FAMILY, TASKS, TRACE_OPEN, Example
-from minillm.train.optim import build_optimizer, clip_grad_norm_, lr_at
+from minillm.data.tasks.suites import FAMILIES, HELDOUT_PER_FAMILY, TASKS, TRACE_OPEN, Example
+from minillm.train.optim import build_optimizer, lr_at
 from minillm.train.precision import PrecisionPolicy
+from minillm.train.step import lm_loss, train_step
 from minillm.finetune.chat import END, ChatTemplate, check_messages
 
 __all__ = ["IGNORE", "TASK_TEMPLATES", "SFT_TASKS", "Conversation", "task_templates", "example_to_conversation",
@@ -324,38 +326,44 @@ def epoch_sampler(n: int, batch_size: int, seed: int) -> Callable[[], torch.Tens
 
 
 def optimize(model: torch.nn.Module, cfg: TrainConfig,
-             batch_loss: Callable[[], torch.Tensor | tuple[torch.Tensor, dict]]) -> list[dict]:
-    """Run cfg.max_steps AdamW steps on model's trainable parameters; `batch_loss()` draws a batch and returns its
-    loss (or (loss, {name: scalar}) logged alongside). Warmup + decay (lr_at), gradient accumulation, clipping,
-    a stop on a non-finite loss. The model must already be on resolve_device(cfg.device). Returns history rows."""
+             batch_loss: Callable[[], torch.Tensor | tuple[torch.Tensor, dict]] | None = None, *,
+             batches: Iterable | None = None,
+             loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor | tuple[torch.Tensor, dict]] = lm_loss,
+             ) -> list[dict]:
+    """Run cfg.max_steps AdamW steps on model's trainable parameters; returns history rows.
+
+    Either `batches=` (an iterator of micro-batches, e.g. `sft_batches`) with `loss_fn(model, batch)` (default
+    `lm_loss`: `model(x, y)[1]`), or `batch_loss()`, a zero-argument callable that draws its own batch. Either
+    returns the loss or (loss, {name: scalar}) logged alongside. Each step is `train.step.train_step`: warmup +
+    decay (lr_at), gradient accumulation, clipping, and a stop on a non-finite loss. The model must already be
+    on resolve_device(cfg.device)."""
+    if (batch_loss is None) == (batches is None):
+        raise ValueError("pass either batch_loss (a zero-argument callable that draws a batch and returns its "
+                         "loss) or batches= (an iterator of micro-batches) with loss_fn(model, batch)")
+    if batch_loss is not None:
+        if not callable(batch_loss):
+            raise ValueError(f"batch_loss must be a zero-argument callable, got {type(batch_loss).__name__}: "
+                             f"pass data as batches= instead")
+        # The closure draws its own batch (inside autocast, as before): the step just feeds it placeholders.
+        batches, loss_fn = itertools.repeat(None), (lambda _model, _batch: batch_loss())
+    batches = iter(batches)  # one stream across steps (a list would otherwise restart at every step)
     device = resolve_device(cfg.device)
     policy = PrecisionPolicy(cfg.precision, device)
     seed_everything(cfg.seed)
     opt = build_optimizer(model, cfg, device)  # param_groups skips frozen parameters (PEFT, reward backbones)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]  # one fixed order: the clip's sums follow it
     history: list[dict] = []
     model.train()
     for step in range(cfg.max_steps):
         lr = lr_at(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        total, stats = 0.0, {}
-        for _ in range(cfg.grad_accum_steps):
-            with policy.autocast():
-                out = batch_loss()
-            loss, extra = out if isinstance(out, tuple) else (out, {})
-            policy.backward(loss / cfg.grad_accum_steps)  # summed micro-batch grads = the mean loss's grads
-            total += float(loss.detach()) / cfg.grad_accum_steps
-            stats = {k: float(v) for k, v in extra.items()}
-        policy.unscale_(opt)
-        norm = float(clip_grad_norm_(params, cfg.grad_clip))
-        if not (math.isfinite(total) and math.isfinite(norm)):
-            raise RuntimeError(f"non-finite loss at step {step + 1} (loss={total}, grad norm={norm}): lower lr, "
-                               "keep grad_clip on, or use precision='fp32'")
-        policy.step(opt)
-        opt.zero_grad(set_to_none=True)
-        if (step + 1) % cfg.log_interval == 0 or step + 1 == cfg.max_steps:
-            history.append({"step": step + 1, "loss": total, "lr": lr, "grad_norm": norm, **stats})
+        res = train_step(model, opt, batches, loss_fn=loss_fn, accum_steps=cfg.grad_accum_steps, lr=lr,
+                         grad_clip=cfg.grad_clip, policy=policy, params=params)
+        if not res.ok:  # the step dropped the update; fine-tuning has no skip mode: stop here
+            raise RuntimeError(f"non-finite loss at step {step + 1} (loss={res.loss.item()}, grad norm="
+                               f"{res.grad_norm.item()}): lower lr, keep grad_clip on, or use precision='fp32'")
+        if (step + 1) % cfg.log_interval == 0 or step + 1 == cfg.max_steps:  # the only reads of device values
+            history.append({"step": step + 1, "loss": float(res.loss), "lr": lr, "grad_norm": float(res.grad_norm),
+                            **{k: float(v) for k, v in res.extras.items()}})
     model.eval()
     return history
 
@@ -369,12 +377,7 @@ def train_sft(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Tra
     device = resolve_device(cfg.device)
     model.to(device)
     batches = sft_batches(x, y, cfg.batch_size, seed=cfg.seed, device=device)
-
-    def batch_loss() -> torch.Tensor:
-        xb, yb = next(batches)
-        return model(xb, yb)[1]
-
-    return optimize(model, cfg, batch_loss)
+    return optimize(model, cfg, batches=batches)  # lm_loss: GPT's cross-entropy skips the -100 targets
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ and the plain PyTorch reference the tests compare against.
     rope.py                        rotary embedding of q and k in place (backward = rotation by -angle)
     cross_entropy.py               online-softmax cross-entropy over large vocabularies, gradient written in forward
     fused_linear_cross_entropy.py  lm_head matmul + cross-entropy in token chunks: the (N, V) logits never exist
+    ops.py                         the entry points the model calls; each imports its kernel module on first use
+    runtime.py                     where kernels can run (CUDA, or the interpreter), and the clear errors elsewhere
 
 The model uses them when `ModelConfig(kernels="triton")` and its tensors are on CUDA. On a CPU they run only
 in Triton's interpreter (TRITON_INTERPRET=1, or `use_interpreter()` before first use), which is how CI tests

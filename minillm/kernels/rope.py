@@ -28,16 +28,25 @@ import triton
 import triton.language as tl
 from torch.autograd.graph import increment_version
 
-from minillm.model.position import apply_rope_cached
 from minillm.kernels import runtime
 
 JIT_MODE = runtime.current_mode()  # fixed now: @triton.jit below decides interpreter vs compiled at import
 
 
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of x (..., T, hd) by the angles whose cos/sin are (T, hd/2).
+    The same arithmetic as `minillm.model.position.apply_rope_cached` (a test keeps them equal); written out
+    here because a kernel file never imports the model."""
+    x2 = x.float().unflatten(-1, (-1, 2))  # (..., T, hd/2, 2)
+    x_even, x_odd = x2[..., 0], x2[..., 1]
+    out = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
 def rope_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
                    sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The PyTorch definition the kernel is tested against: the model's own `apply_rope_cached` on q and k."""
-    return apply_rope_cached(q, cos, sin), apply_rope_cached(k, cos, sin)
+    """The PyTorch definition the kernel is tested against: adjacent pairs rotated, on q and k."""
+    return _rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)
 
 
 @triton.jit

@@ -1,1 +1,25 @@
-"""Transformer models and their building blocks (Survey §4.2, architecture)."""
+"""Transformer models and their building blocks (Survey §4.2, architecture).
+
+In reading order:
+
+    layers.py       norms (LayerNorm, RMSNorm, DeepNorm), MLPs (GELU, SwiGLU, GeGLU) and their functional forms
+    position.py     learned, sinusoidal, RoPE and ALiBi position information
+    attention.py    multi-head attention (MHA / GQA / MQA), causal and prefix masks, sliding windows, KV cache
+    moe.py          mixture-of-experts FFN: top-k routing, capacity, load-balancing and router z losses
+    transformer.py  GPT: blocks, residual paths (pre / post / sandwich), the output layer; `logits_of`
+    encdec.py       a T5-style encoder-decoder from the same blocks; span corruption; prefix batches
+    calculator.py   parameters, FLOPs, KV-cache and training memory of a ModelConfig, without building it
+    hf.py           export to / import from Hugging Face LlamaForCausalLM (config.json + safetensors)
+"""
+from minillm.model.attention import KVCache, causal_mask, prefix_mask, scaled_dot_product_attention
+from minillm.model.calculator import arch_stats, param_breakdown
+from minillm.model.encdec import EncoderDecoder, span_corruption, split_prefix_batch
+from minillm.model.layers import cross_entropy, gelu, geglu, layer_norm, relu, rmsnorm, silu, softmax, swiglu
+from minillm.model.moe import MoE, load_balancing_loss, router_z_loss, top_k_routing
+from minillm.model.position import alibi_bias, apply_rope, rope_angles, sinusoidal_embedding
+from minillm.model.transformer import GPT
+
+__all__ = ["KVCache", "causal_mask", "prefix_mask", "scaled_dot_product_attention", "arch_stats", "param_breakdown",
+           "EncoderDecoder", "span_corruption", "split_prefix_batch", "cross_entropy", "gelu", "geglu", "layer_norm",
+           "relu", "rmsnorm", "silu", "softmax", "swiglu", "MoE", "load_balancing_loss", "router_z_loss",
+           "top_k_routing", "alibi_bias", "apply_rope", "rope_angles", "sinusoidal_embedding", "GPT"]

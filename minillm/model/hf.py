@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from minillm.config import ModelConfig
 from minillm.io import read_json, replace_dir
@@ -139,7 +141,6 @@ def export_llama(model: GPT, out_dir: str | Path) -> Path:
     built next to out_dir and swapped in whole, so an interrupted export never leaves a half-written one;
     an existing out_dir is replaced only if it holds nothing but a previous export's files. Returns out_dir.
     """
-    from safetensors.torch import save_file  # a runtime dependency; imported here to keep `import minillm` cheap
 
     if not isinstance(model, GPT):
         raise ValueError(f"export_llama takes a minillm GPT (decoder-only); got {type(model).__name__}")
@@ -226,8 +227,6 @@ def _model_config(c: dict[str, Any]) -> ModelConfig:
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config dict, tensors) of a HF checkpoint directory: one model.safetensors or a sharded index."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     if not path.is_dir():
         raise FileNotFoundError(f"HF checkpoint directory not found: {path} (expected config.json + model.safetensors)")

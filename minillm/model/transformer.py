@@ -288,3 +288,14 @@ class GPT(nn.Module):
         cfg, w = self.config, self.tok_emb.weight
         return KVCache(cfg.n_layer, batch_size, cfg.n_kv_head, max_len or cfg.block_size, cfg.head_dim,
                        device=w.device, dtype=w.dtype)
+
+
+def logits_of(out) -> torch.Tensor:
+    """The logits in a model's output: minillm's (logits, loss) pair (`GPT.forward`, `EncoderDecoder.forward`),
+    bare logits, or anything with .logits (a Hugging Face ModelOutput). Takes the output, not the model, so a
+    caller can pass cache= or other keyword arguments. Raises when there are none: a fused-loss forward
+    (kernels='triton') given targets returns logits=None."""
+    logits = out[0] if isinstance(out, tuple) else getattr(out, "logits", out)
+    if logits is None:
+        raise RuntimeError("model returned no logits; call it without targets (or set model.fuse_loss = False)")
+    return logits

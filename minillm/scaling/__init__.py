@@ -11,17 +11,44 @@
 Units throughout: N in (non-embedding) parameters, D in tokens, C in FLOPs, loss in nats/token.
 """
 
-from minillm.scaling.laws import (FLOPS_PER_PARAM_TOKEN, NAMED_BUDGETS, PF_DAY, PUBLISHED_FITS, Budget, ChinchillaLaw,
-                                  PublishedFit, allocation_at_budgets, chinchilla_allocation, chinchilla_exponents,
-                                  km_allocation, km_loss, km_loss_c, km_loss_d, km_loss_n, published_fit,
-                                  tokens_per_param)
-from minillm.scaling.table import RunTable, as_runs
-from minillm.scaling.fits import AllocationFit, ChinchillaFit, fit_chinchilla, fit_envelope, fit_isoflop, huber_objective
-from minillm.scaling.predictable import (BootstrapResult, PowerLawFit, ScalingPrediction, bootstrap, fit_power_law,
-                                         predict_largest)
+from minillm.scaling.fits import (
+                                  AllocationFit,
+                                  ChinchillaFit,
+                                  fit_chinchilla,
+                                  fit_envelope,
+                                  fit_isoflop,
+                                  huber_objective,
+)
 from minillm.scaling.knowledge import knowledge_bits, model_scorer
-from minillm.scaling.knowledge import knowledge_bits, model_scorer
+from minillm.scaling.laws import (
+                                  FLOPS_PER_PARAM_TOKEN,
+                                  NAMED_BUDGETS,
+                                  PF_DAY,
+                                  PUBLISHED_FITS,
+                                  Budget,
+                                  ChinchillaLaw,
+                                  PublishedFit,
+                                  allocation_at_budgets,
+                                  chinchilla_allocation,
+                                  chinchilla_exponents,
+                                  km_allocation,
+                                  km_loss,
+                                  km_loss_c,
+                                  km_loss_d,
+                                  km_loss_n,
+                                  published_fit,
+                                  tokens_per_param,
+)
+from minillm.scaling.predictable import (
+                                  BootstrapResult,
+                                  PowerLawFit,
+                                  ScalingPrediction,
+                                  bootstrap,
+                                  fit_power_law,
+                                  predict_largest,
+)
 from minillm.scaling.sweep import SweepConfig, default_sweep, load_sweep, model_ladder, plan, run_sweep
+from minillm.scaling.table import RunTable, as_runs
 
 __all__ = [
     "FLOPS_PER_PARAM_TOKEN", "NAMED_BUDGETS", "Budget", "allocation_at_budgets", "chinchilla_allocation",

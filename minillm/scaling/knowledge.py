@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import torch
 
+from minillm.data.synthetic.lexicon import CITIES, COLOURS, JOBS, PETS
 
 # Templates used as prompts: the first of each attribute that starts with the subject's name and is not
 # possessive, so "\n<name><template>" is exactly how a document opens. No trailing space: the value's leading
@@ -45,7 +46,6 @@ ScoreFn = Callable[[list[str], list[str]], torch.Tensor]  # (prompts, candidates
 
 def fact_candidates(world) -> dict[str, list[str]]:
     """Every possible value of each attribute, as written in documents (the multiple-choice options)."""
-    from minillm.data.synthetic.lexicon import CITIES, COLOURS, JOBS, PETS
 
     return {"city": list(CITIES), "birth_year": [str(y) for y in BIRTH_YEARS], "job": list(JOBS),
             "colour": list(COLOURS), "pet": list(PETS), "friend": list(world.names)}

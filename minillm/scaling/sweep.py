@@ -47,7 +47,13 @@ import numpy as np
 import torch
 
 from minillm.config import ModelConfig, TrainConfig
+from minillm.data.loader import DataSplits
+from minillm.data.synthetic import CORPORA, corpus
+from minillm.data.tokenizer import CharTokenizer
+from minillm.model.transformer import GPT
 from minillm.presets import SIZES, size_profile
+from minillm.provenance import append_jsonl, provenance
+from minillm.train.trainer import Trainer
 
 MODES = ("isoflop", "grid")
 TOKENIZERS = ("char",)
@@ -67,7 +73,6 @@ def shape_counts(shape: Shape, vocab_size: int, block_size: int) -> tuple[int, i
     The model is built on the "meta" device: parameters have shapes but no storage, so this is instant
     even for big shapes and the counts can never drift from what GPT really builds.
     """
-    from minillm.model.transformer import GPT
 
     n_layer, n_embd, n_head = shape
     with torch.device("meta"):
@@ -145,8 +150,6 @@ class SweepConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
 
     def __post_init__(self) -> None:
-        from minillm.data.synthetic import CORPORA
-
         n = "SweepConfig"
         if self.corpus not in CORPORA:
             raise ValueError(f"{n}.corpus={self.corpus!r} is unknown; choose one of {', '.join(CORPORA)}")
@@ -261,8 +264,6 @@ _CORPUS_CACHE: dict[tuple, Any] = {}
 
 
 def _corpus(cfg: SweepConfig):
-    from minillm.data.synthetic import corpus
-
     key = (cfg.corpus, cfg.n_docs, cfg.data_seed)
     if key not in _CORPUS_CACHE:  # plan() and run_sweep() both need it; generating twice wastes seconds
         _CORPUS_CACHE.clear()
@@ -320,8 +321,6 @@ def plan(cfg: SweepConfig) -> list[RunSpec]:
 
 def prepare_data(cfg: SweepConfig):
     """Char tokens of the corpus, split once for all runs, and its exact entropy floor per token."""
-    from minillm.data.loader import DataSplits
-    from minillm.data.tokenizer import CharTokenizer
 
     c = _corpus(cfg)
     text = c.text()
@@ -332,9 +331,6 @@ def prepare_data(cfg: SweepConfig):
 
 
 def _train_one(cfg: SweepConfig, spec: RunSpec, splits, vocab_size: int) -> tuple[list[dict], float]:
-    from minillm.model.transformer import GPT
-    from minillm.train.trainer import Trainer
-
     torch.manual_seed(cfg.train_seed)  # the same init stream for every run of a given shape
     model = GPT(ModelConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=spec.n_layer,
                             n_embd=spec.n_embd, n_head=spec.n_head))
@@ -354,7 +350,6 @@ def run_sweep(cfg: SweepConfig, out_path: str | os.PathLike, progress: bool = Tr
     Returns the rows of this plan found in or added to the file. `max_runs` caps the runs trained by this
     call (the rest are left for the next call: the sweep resumes where it stopped).
     """
-    from minillm.provenance import append_jsonl, provenance
 
     if max_runs is not None and (not isinstance(max_runs, int) or max_runs < 0):
         raise ValueError(f"max_runs={max_runs!r} must be None or a non-negative int")

@@ -1,12 +1,31 @@
-"""Training: optimizer, learning-rate schedules, mixed precision, the training loop, checkpoints.
+"""Training: the optimizer step, optimizer, learning-rate schedules, mixed precision, the loop, checkpoints.
 
 Survey §4.3 (model training): §4.3.1 optimization settings (batch size, learning rate schedule, Adam/AdamW,
 stabilization by gradient clipping and weight decay) and §4.3.2 scalable training techniques (mixed precision,
-checkpointing). Modules, one idea each:
+checkpointing, parallelism). Modules, one idea each, in reading order:
 
-- ``optim.py``      AdamW written out, parameter groups for weight decay, schedules (cosine, WSD, linear), clipping
-- ``precision.py``  autocast / GradScaler policy and bytes-per-parameter memory estimates
-- ``trainer.py``    ``Trainer``: the loop with gradient accumulation, clipping, evaluation, hooks, resume
-- ``history.py``    what the loop records: history rows, history.jsonl, hooks, MFU
-- ``checkpoint.py`` atomic save/load of everything an exact resume needs (weights in safetensors)
+- ``step.py``        ``train_step``: one optimizer step (accumulation, autocast, clipping, NaN guard); every loop
+                     takes its steps here (the Trainer, fine-tuning's ``finetune.sft.optimize``)
+- ``optim.py``       AdamW written out, parameter groups for weight decay, schedules (cosine, WSD, linear), clipping
+- ``precision.py``   autocast / GradScaler policy and bytes-per-parameter memory estimates
+- ``trainer.py``     ``Trainer``: the pre-training loop around the step: data, evaluation, hooks, exact resume
+- ``history.py``     what the loop records: history rows, history.jsonl, hooks, MFU
+- ``checkpoint.py``  atomic save/load of everything an exact resume needs (weights in safetensors)
+- ``distributed.py`` the Trainer's data parallelism (DDP / FSDP) behind one ``Parallelism`` object
+- ``parallel/``      distributed training written out: DDP, ZeRO-1, FSDP2, tensor and pipeline parallelism
+- ``launch.py``      ``torchrun`` from Python (notebooks, tests, benches)
+- ``memory.py``      activation memory measured, and the activation-checkpointing trade-off
 """
+from minillm.train.step import StepResult, lm_loss, train_step
+from minillm.train.optim import AdamW, build_optimizer, clip_grad_norm_, lr_at, lr_curve, param_groups
+from minillm.train.precision import PrecisionPolicy, memory_estimate, param_bytes
+from minillm.train.trainer import Trainer
+from minillm.train.history import read_history
+from minillm.train.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, load_checkpoint_state,
+                                      save_checkpoint)
+from minillm.train.distributed import Parallelism
+
+__all__ = ["train_step", "lm_loss", "StepResult", "AdamW", "build_optimizer", "param_groups", "lr_at", "lr_curve",
+           "clip_grad_norm_", "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "read_history",
+           "save_checkpoint", "load_checkpoint", "load_checkpoint_state", "latest_checkpoint", "list_checkpoints",
+           "Parallelism"]

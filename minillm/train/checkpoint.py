@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -181,7 +182,6 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model's state_dict from a checkpoint's safetensors file (tied names filled back in)."""
     path = Path(path)
     _check_is_checkpoint(path)
-    from safetensors import safe_open
 
     with safe_open(str(path / WEIGHTS), framework="pt") as f:
         aliases = json.loads((f.metadata() or {}).get("minillm_aliases", "{}"))

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from minillm.train.parallel.group import free_port
+
 
 @dataclass(frozen=True)
 class LaunchResult:
@@ -32,17 +34,16 @@ def torchrun(argv: Sequence[str], nproc: int = 2, *, timeout_s: float = 120, cwd
     Each worker gets OMP_NUM_THREADS=threads_per_process (so N CPU processes do not oversubscribe the cores).
     check=True raises RuntimeError on a non-zero exit, with the last lines of stderr; a timeout always raises.
     """
-    from minillm.train.parallel.group import free_port
-
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc={nproc!r} must be a positive int")
     if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError(f"argv must be a non-empty list of str, e.g. ['-m', 'minillm', 'train', ...]; got {argv!r}")
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", *argv]
-    repo = str(Path(__file__).resolve().parents[2])
+    # Workers import minillm from this same copy, installed or not: the directory holding the package goes first.
+    package_parent = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_process),
-           "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)}
+           "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
                             start_new_session=True)
     try:

@@ -15,6 +15,8 @@ import time
 import torch
 from torch import nn
 
+from minillm.model.transformer import GPT
+
 
 def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """Bytes of the distinct non-parameter tensors autograd saves during one training forward pass."""
@@ -41,7 +43,6 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
 def checkpointing_tradeoff(cfg, batch_size: int = 8, repeats: int = 3, seed: int = 0) -> list[dict]:
     """The same model and batch with activation_checkpointing off and on: rows with saved_bytes and the median
     seconds of forward + backward (measured side by side, alternating)."""
-    from minillm.model.transformer import GPT
 
     rows = []
     g = torch.Generator().manual_seed(seed)

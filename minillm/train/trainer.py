@@ -1,6 +1,7 @@
 """The training loop: `Trainer(model, cfg, data).fit() -> history`. Survey §4.3 (model training).
 
-One optimizer step, as in every LLM pre-training codebase:
+One optimizer step, as in every LLM pre-training codebase, taken by `train_step` (train/step.py, shared with
+fine-tuning):
 
     lr ← schedule(step)                                   warmup + decay (Survey §4.3.1)
     for each of grad_accum_steps micro-batches:           a large effective batch from small memory
@@ -9,8 +10,9 @@ One optimizer step, as in every LLM pre-training codebase:
     clip the global gradient norm                         stabilization against loss spikes
     optimizer.step(); zero the gradients                  AdamW
 
-around which the Trainer adds: periodic evaluation on held-out tokens, a history of rows (see history.py),
-hooks for live plots, a guard against NaN/inf losses, and checkpoints that make resuming exact.
+around which the Trainer adds: the batches (a seeded RandomLoader), periodic evaluation on held-out tokens, a
+history of rows (see history.py), hooks for live plots, what a non-finite step means (TrainConfig.on_nan: stop,
+or skip it; step.py has already dropped its update), and checkpoints that make resuming exact.
 
 Data parallelism (Survey §4.3.2; TrainConfig.parallel = ddp | fsdp, inside a process group): every rank runs
 this same loop on its own batch_size windows of each step's global batch, gradients are averaged across ranks,
@@ -19,7 +21,7 @@ checkpoints. See distributed.py.
 
 Speed matters even in a teaching loop: the loop never calls .item() on the loss per micro-batch (that would
 make the CPU wait for the GPU); losses are summed on the device and read at log steps only. The single
-per-step sync is the finiteness check that decides whether the optimizer may step (see `_train_step`).
+per-step sync is the finiteness check that decides whether the optimizer may step (see step.py).
 """
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ from minillm.train.checkpoint import (checkpoint_path, latest_checkpoint, list_c
                          load_checkpoint_state, save_checkpoint)
 from minillm.train.distributed import Parallelism
 from minillm.train.history import HistoryWriter, mfu, normalize_hooks, peak_flops
-from minillm.train.optim import build_optimizer, clip_grad_norm_, lr_at
+from minillm.train.optim import build_optimizer, lr_at
 from minillm.train.precision import PrecisionPolicy
+from minillm.train.step import train_step
 
 
 def _as_splits(data: Any) -> DataSplits:
@@ -156,51 +159,26 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ one step
     def _train_step(self) -> None:
-        cfg, opt = self.cfg, self.optimizer
+        # The step itself (accumulation, no_sync, autocast, clip, the finiteness check) is train/step.py's;
+        # the Trainer decides what a dropped step means for the run and keeps the row's accumulators.
+        cfg = self.cfg
         lr = lr_at(self.step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        step_loss = torch.zeros((), device=self.device)
-        for i in range(cfg.grad_accum_steps):
-            x, y = next(self.loader)  # (B, T) each
-            # Data-parallel: gradients are averaged over ranks in the last micro-batch's backward only.
-            with self.par.no_sync(self._wrapped, last=i == cfg.grad_accum_steps - 1):
-                with self.policy.autocast():
-                    _, loss = self._forward(x, y)
-                step_loss += loss.detach().float()
-                # Dividing by the number of micro-batches makes the summed gradients those of the mean loss
-                # over the whole effective batch, as if it had been one big batch.
-                self.policy.backward(loss / cfg.grad_accum_steps)
-        # The global batch's mean loss (equal-sized rank batches): every rank logs it and judges it alike.
-        step_loss = self.par.mean(step_loss / cfg.grad_accum_steps)
-        self.policy.unscale_(opt)  # fp16: clip and log the true gradients, not the scaled ones
-        norm = self._clip()
-        # The one sync per step: the optimizer must not step on a NaN/inf loss (it would poison every weight).
-        # With fp16 the GradScaler already skips steps whose gradients overflowed, so only the loss is checked.
-        check = step_loss if self.policy.scaler is not None else step_loss + norm
-        if bool(torch.isfinite(check)):
-            self.policy.step(opt)
-            self._loss_sum += step_loss
+        res = train_step(self._forward, self.optimizer, self.loader, accum_steps=cfg.grad_accum_steps, lr=lr,
+                         grad_clip=cfg.grad_clip, policy=self.policy, params=self._params, parallel=self.par,
+                         wrapped=self._wrapped)
+        if res.ok:
+            self._loss_sum += res.loss
             self._loss_count += 1
+        elif cfg.on_nan == "raise":  # the update was dropped and the gradients zeroed; the step is not counted
+            raise RuntimeError(
+                f"non-finite loss at step {self.step + 1} (loss={res.loss.item()}, grad norm={res.grad_norm.item()}): "
+                f"training diverged. Lower TrainConfig.lr, keep grad_clip on (e.g. 1.0), or use "
+                f"precision='fp32'; on_nan='skip' drops such steps instead. No checkpoint was written for it.")
         else:
-            opt.zero_grad(set_to_none=True)
-            if cfg.on_nan == "raise":
-                raise RuntimeError(
-                    f"non-finite loss at step {self.step + 1} (loss={step_loss.item()}, grad norm={norm.item()}): "
-                    f"training diverged. Lower TrainConfig.lr, keep grad_clip on (e.g. 1.0), or use "
-                    f"precision='fp32'; on_nan='skip' drops such steps instead. No checkpoint was written for it.")
-            self.policy.skip(opt)
             self.skipped += 1
-        opt.zero_grad(set_to_none=True)
         self.step += 1
         self._interval_steps += 1
-        self._last_lr, self._last_norm = lr, norm
-
-    def _clip(self) -> torch.Tensor:
-        if self.cfg.parallel == "fsdp":  # gradients are DTensor shards: torch's clip reduces the norm over ranks
-            norm = torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip or math.inf)
-            return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-        return clip_grad_norm_(self._params, self.cfg.grad_clip)  # DDP: gradients already equal on every rank
+        self._last_lr, self._last_norm = lr, res.grad_norm
 
     # ------------------------------------------------------------------------------------------ the loop
     def fit(self, stop_at: int | None = None) -> list[dict]:

@@ -46,9 +46,9 @@ THE EXTRACTION CONTRACT (what a perfect extractor must return: Page.text, exactl
 PII spans and eval passages index into Page.text, never into the HTML.
 
 Files: model.py (labels, Page, CrawlConfig, Crawl), pages.py (content of each kind), items.py (PII items,
-decoys), dups.py (near-duplicate edits), html.py (HTML chrome), words.py (word lists), generate.py.
+decoys), dups.py (near-duplicate edits), html.py (HTML chrome), words.py (word lists), build.py (the crawl itself).
 """
-from minillm.data.crawl.generate import generate_crawl
+from minillm.data.crawl.build import generate_crawl
 from minillm.data.crawl.model import (DUP_KINDS, LANGUAGES, PII_KINDS, QUALITIES, REGISTERS, Crawl, CrawlConfig, Page,
                     PIISpan)
 

@@ -4,7 +4,7 @@ tell them apart, and this module writes each kind with a known label.
 
 All content comes from minillm's own corpora (story, story_zh, facts), drawn in bulk by `Pools`. A page
 body is a list of paragraphs; a paragraph is a list of segments (text, tag), tag "" for plain text, a PII
-kind for a PII item, "eval" for an embedded benchmark passage (generate.py adds those). Every paragraph
+kind for a PII item, "eval" for an embedded benchmark passage (build.py adds those). Every paragraph
 is stripped and single-spaced, so Page.text survives whitespace normalization by an extractor.
 """
 from __future__ import annotations

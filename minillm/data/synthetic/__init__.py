@@ -3,7 +3,7 @@ and §2.1 (the irreducible loss E of the Chinchilla scaling law).
 
     corpus.py      Corpus, corpus(), sample_stream(), doc_logprob(), exact_distribution(), CORPORA
     grammar.py     Choice tables and the sampler / parser / enumerator that run a generator program
-    source.py      a registered generator: knobs + stream / score / support
+    generator.py   a registered generator: knobs + stream / score / support
     story.py       "story", "story_zh", "bilingual": stories with state (hero, place, object, friend)
     facts.py       "facts" and FactWorld: facts about a seeded world of people
     arithmetic.py  "arithmetic": a+b=c, where the answer costs 0 nats

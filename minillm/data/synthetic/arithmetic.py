@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from minillm.data.synthetic.grammar import check_int
-from minillm.data.synthetic.base import Source
+from minillm.data.synthetic.generator import Source
 
 _CHUNK = 1024  # documents drawn per numpy call; fixed so a seed always gives the same stream
 _NUMBER = r"(0|[1-9][0-9]*)"

@@ -27,7 +27,7 @@ from minillm.data.synthetic.arithmetic import ArithmeticSource
 from minillm.data.synthetic.facts import FactsSource
 from minillm.data.synthetic.grammar import check_int
 from minillm.data.synthetic.lexicon import CHINESE, ENGLISH
-from minillm.data.synthetic.base import END, Source, take
+from minillm.data.synthetic.generator import END, Source, take
 from minillm.data.synthetic.story import BilingualSource, StorySource
 
 _story_en = StorySource("story", ENGLISH, "English stories from a stochastic grammar with state")

@@ -21,7 +21,7 @@ import numpy as np
 
 from minillm.data.synthetic.grammar import Choice, check_float, check_int, zipf_weights
 from minillm.data.synthetic.lexicon import CITIES, COLOURS, ENGLISH, JOBS, LAST_NAMES, PETS
-from minillm.data.synthetic.base import END, ProgramSource
+from minillm.data.synthetic.generator import END, ProgramSource
 
 ATTRIBUTES = ("city", "birth_year", "job", "colour", "pet", "friend")
 # (attribute, text between subject and value, relative weight, needs the name: "Ada Ashdown's ...")

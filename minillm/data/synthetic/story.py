@@ -21,7 +21,7 @@ import numpy as np
 
 from minillm.data.synthetic.grammar import Choice, check_float, check_int, parse_difficulty, zipf_weights
 from minillm.data.synthetic.lexicon import StoryLexicon
-from minillm.data.synthetic.base import END, ProgramSource
+from minillm.data.synthetic.generator import END, ProgramSource
 
 P_END = 0.15          # chance the story stops after each sentence: ~6 sentences on average
 P_NAME = 0.35         # chance a sentence names the hero rather than using a pronoun

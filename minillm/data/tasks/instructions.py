@@ -11,7 +11,7 @@ Registered in `tasks.TASKS` with the arithmetic and in-context tasks.
 """
 from __future__ import annotations
 
-from minillm.data.tasks.base import MAP_SEP, Example, TaskGenerator, _choice, _int_choices, _word, few_shot_prompt
+from minillm.data.tasks.examples import MAP_SEP, Example, TaskGenerator, _choice, _int_choices, _word, few_shot_prompt
 
 # ---- instruction following: many phrasings, some held out ---------------------------------------------------
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minillm.data.synthetic import corpus
+from minillm.data.tasks.suites import TASKS, Example
 from minillm.data.tokenizer import CharTokenizer
-from minillm.data.tasks.generators import TASKS, Example
 
 ALPHABET = "\n" + "".join(chr(c) for c in range(32, 127))  # newline + printable ASCII: 96 characters
 STORY = "story"
@@ -121,7 +122,6 @@ def pretraining_mixture(rates: Mapping[str, float], n_chars: int, seed: int, *,
     (e.g. addition={"digits": 3, "cot": True}, instructions={"templates": "train"}). Problems whose key is in
     `exclude` never appear. Each source overshoots its share by less than one document, so measured fractions
     match the rates to within a document's length over n_chars. Documents are shuffled (seeded)."""
-    from minillm.data.synthetic import corpus
 
     rates = _check_rates(rates)
     if isinstance(n_chars, bool) or not isinstance(n_chars, (int, np.integer)) or n_chars < 1:

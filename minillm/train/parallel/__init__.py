@@ -3,7 +3,7 @@
 Survey §4.3.2 (scalable training techniques: 3D parallelism, ZeRO). The model class knows nothing of
 distribution; these modules take a model and make N processes train it together:
 
-- ``dist.py``  process groups: ``init_distributed`` (torchrun's environment), ``rank``/``world_size``/``is_main``,
+- ``group.py`` process groups: ``init_distributed`` (torchrun's environment), ``rank``/``world_size``/``is_main``,
                and ``spawn`` to run a function on N local processes with a deadline (tests, notebooks)
 - ``ddp.py``   data parallelism: ``wrap_ddp`` (replicas + gradient all-reduce) and ``accumulate``
                (gradient accumulation that all-reduces once, via ``no_sync``)

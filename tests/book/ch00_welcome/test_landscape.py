@@ -1,11 +1,11 @@
-"""book.ch00_welcome.landscape: the tables behind chapter 00's map of the field are consistent and correctly ordered."""
+"""book.ch00_welcome.studies_landscape: the tables behind chapter 00's map of the field are consistent and correctly ordered."""
 import dataclasses
 import re
 
 import pytest
 
-from book.ch00_welcome import landscape
-from book.ch00_welcome.landscape import ModelRow, Resource
+from book.ch00_welcome import studies_landscape as landscape
+from book.ch00_welcome.studies_landscape import ModelRow, Resource
 
 
 def test_timeline_is_sorted_by_date_and_complete():

@@ -1,9 +1,5 @@
-"""Tests of minillm.scaling.knowledge: the bits-stored measure on fake scorers, the prefix-sharing model scorer, (the textbook's part)."""
-
+"""Tests of minillm.scaling.knowledge: the bits-stored measure on fake scorers, the prefix-sharing model scorer, (chapter code)."""
 import pytest
-
-
-
 
 from book.ch01_scaling_laws.studies_knowledge import expected_facts_per_doc, knowledge_capacity
 

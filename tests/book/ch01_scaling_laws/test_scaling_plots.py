@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from minillm.scaling import chinchilla_allocation, km_allocation, published_fit
+from book import results
 from book.ch01_scaling_laws import plots
 
 
@@ -25,11 +26,12 @@ def _sweep(law=(0.5, 30.0, 200.0, 0.4, 0.35), budgets=(1e10, 1e11, 1e12)):
     return rows
 
 
-def test_shipped_sweep_path_finds_the_repo_file_or_says_how_to_get_it(tmp_path):
-    path = plots.shipped_sweep_path()
+def test_the_shipped_sweep_is_found_or_says_how_to_get_it():
+    path = results.path("sweeps/laptop_isoflop.jsonl")
     assert path.is_file() and path.parent.parts[-3:] == ("bench", "results", "sweeps")
+    assert len(plots.bracketed_budgets(results.sweep())) >= 3 * 3  # the chapter fits approach 2 on it
     with pytest.raises(FileNotFoundError, match="no shipped sweep at .*python -m minillm sweep"):
-        plots.shipped_sweep_path("no_such_sweep.jsonl")
+        results.sweep("no_such_sweep.jsonl")
 
 
 def test_bracketed_budgets_drops_unfinished_and_unbracketed_profiles():

@@ -25,12 +25,13 @@ def _knowledge_rows():
             for e, n in ((16, 100), (32, 400)) for x, b in ((100.2, 10.0 * n / 100), (999.7, 50.0 * n / 100))]
 
 
-def test_shipped_studies_reads_the_latest_record(tmp_path):
-    p = tmp_path / "s.jsonl"
+def test_shipped_studies_reads_the_latest_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILLM_RESULTS", str(tmp_path))
+    p = tmp_path / "scaling_studies.jsonl"
     recs = [{"study": "data_scaling", "rows": [1]}, {"study": "knowledge_capacity", "rows": [2]},
             {"study": "data_scaling", "rows": [3]}]
     p.write_text("\n".join(json.dumps(r) for r in recs) + "\n\n", encoding="utf-8")
-    got = study_plots.shipped_studies(p)
+    got = study_plots.shipped_studies()
     assert got["data_scaling"]["rows"] == [3] and got["knowledge_capacity"]["rows"] == [2]
 
 
@@ -45,16 +46,11 @@ def test_shipped_studies_in_the_repo_have_both():
     ('{"study": "x", "rows": []}\nnot json\n', r":2 is not valid JSON"),
     ('{"rows": []}\n', "no 'study'"),
 ])
-def test_shipped_studies_bad_file(tmp_path, text, match):
-    p = tmp_path / "s.jsonl"
-    p.write_text(text, encoding="utf-8")
+def test_shipped_studies_bad_file(tmp_path, monkeypatch, text, match):
+    monkeypatch.setenv("MINILLM_RESULTS", str(tmp_path))
+    (tmp_path / "scaling_studies.jsonl").write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=match):
-        study_plots.shipped_studies(p)
-
-
-def test_shipped_studies_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="bench/scaling_studies.py"):
-        study_plots.shipped_studies(tmp_path / "none.jsonl")
+        study_plots.shipped_studies()
 
 
 def test_trained_model_ratios_are_computed():

@@ -3,8 +3,8 @@ import pytest
 
 from book.ch02_emergence import studies as S
 
-TINY = S.EmergenceRun(sizes=((1, 16), (1, 32)), steps=3, batch_size=2, n_chars=12_000, n_eval=4,
-                      ablation_sizes=(1,), digits=(2,), shots=(0, 2))
+TINY = S.EmergenceRun(sizes=((1, 16), (1, 32)), run=S.RECIPE.replace(steps=3, batch_size=2), n_chars=12_000,
+                      n_eval=4, ablation_sizes=(1,), digits=(2,), shots=(0, 2))
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,6 @@ def test_appearance_table_thresholds():
 def test_live_budget_is_smaller_than_the_shipped_one_on_a_laptop():
     EmergenceRun = S.EmergenceRun
     live, shipped = EmergenceRun.live("laptop"), EmergenceRun.for_size("laptop")
-    assert len(live.sizes) < len(shipped.sizes) and live.steps * live.batch_size < shipped.steps * shipped.batch_size
+    assert len(live.sizes) < len(shipped.sizes) and live.run.tokens < shipped.run.tokens
     assert EmergenceRun.live("ci") == EmergenceRun.for_size("ci")
     assert EmergenceRun.live("gpu") == EmergenceRun.for_size("gpu")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from minillm import GPT, ModelConfig
-from book.ch02_emergence.studies import EmergenceRun, ModelZoo
+from book.ch02_emergence.studies import RECIPE, EmergenceRun, ModelZoo
 from minillm.data.tasks.pretraining import emergence_tokenizer
-from book.ch02_emergence import zoo_cache
+from book.ch02_emergence import studies_zoo as zoo_cache
 
 
 def test_save_and_load_give_the_same_model(tmp_path):
@@ -36,8 +36,8 @@ def test_paths_differ_by_run_arm_and_size(tmp_path):
 
 
 def test_two_zoos_share_a_trained_model(tmp_path):
-    run = EmergenceRun(sizes=((1, 16),), steps=3, batch_size=2, n_chars=20_000, n_eval=2, ablation_sizes=(),
-                       digits=(2,), shots=(0,))
+    run = EmergenceRun(sizes=((1, 16),), run=RECIPE.replace(steps=3, batch_size=2), n_chars=20_000, n_eval=2,
+                       ablation_sizes=(), digits=(2,), shots=(0,))
     first = ModelZoo(run, cache_dir=str(tmp_path)).get(0)
     second = ModelZoo(run, cache_dir=str(tmp_path)).get(0)  # loaded, not retrained
     x = torch.randint(0, 96, (1, 8))

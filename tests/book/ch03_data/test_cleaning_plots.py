@@ -12,7 +12,7 @@ from book.ch03_data import plots_dedup as dp
 from minillm.data.clean import precision_recall
 from minillm.data.crawl import generate_crawl
 from minillm.data.dedup import near_dedup, shingles
-from minillm.data.pipeline import PipelineConfig, run_pipeline
+from minillm.data.curation import PipelineConfig, run_pipeline
 from minillm.data.synthetic import corpus
 
 matplotlib.use("Agg")

@@ -21,18 +21,17 @@ def _mixture_rows():
     return rows
 
 
-def test_shipped_experiments_latest_and_errors(tmp_path):
-    p = tmp_path / "e.jsonl"
+def test_shipped_experiments_latest_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILLM_RESULTS", str(tmp_path))
+    p = tmp_path / "data_experiments.jsonl"
     p.write_text('{"experiment": "mixture", "rows": [1]}\n{"experiment": "mixture", "rows": [2]}\n', encoding="utf-8")
-    assert ep.shipped_experiments(p)["mixture"]["rows"] == [2]
+    assert ep.shipped_experiments()["mixture"]["rows"] == [2]
     p.write_text('{"rows": []}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="no 'experiment'"):
-        ep.shipped_experiments(p)
+        ep.shipped_experiments()
     p.write_text("{oops\n", encoding="utf-8")
     with pytest.raises(ValueError, match=":1 is not valid JSON"):
-        ep.shipped_experiments(p)
-    with pytest.raises(FileNotFoundError, match="data_experiments.py"):
-        ep.shipped_experiments(tmp_path / "missing.jsonl")
+        ep.shipped_experiments()
 
 
 def test_shipped_experiments_in_repo():

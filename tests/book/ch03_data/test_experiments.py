@@ -1,39 +1,16 @@
-"""Tests of book.ch03_data.studies_experiments and minillm.data.mixture: the training experiments of chapter 03."""
+"""Tests of book.ch03_data.studies_experiments and minillm.data.mixture: the training experiments of chapter 03.
+(The recipe itself, book.runs.Run, is tested in tests/book/test_runs.py; the held-out loss in
+tests/minillm/evaluation/test_loss.py.)"""
 import numpy as np
 import pytest
-import torch
 
-from book.ch03_data.studies_experiments import (SmallRun, duplication_study, heldout_loss, raw_vs_clean, repeated_mixture, train_on_texts)
+from book.ch03_data.studies_experiments import duplication_study, raw_vs_clean, repeated_mixture, train_on_texts
 from minillm.data.mixture import MixingLaw, fit_mixing_law, mixture_docs, simplex_grid
 from book.ch03_data.studies_mixture import mixture_sweep
 from minillm.data.synthetic import corpus
+from book.runs import Run
 
-TINY = SmallRun(n_layer=1, n_embd=16, n_head=1, block_size=32, batch_size=4, steps=20, eval_windows=8)
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(n_layer=0), "n_layer"), (dict(n_embd=30, n_head=4), "divisible"), (dict(lr=2.0), "lr"),
-    (dict(steps=True), "steps"),
-])
-def test_small_run_validation(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        SmallRun(**kwargs)
-
-
-def test_heldout_loss_matches_model_loss_on_the_same_windows():
-    from minillm import GPT, ModelConfig
-
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=7, block_size=8, n_layer=1, n_embd=16, n_head=1))
-    ids = torch.randint(0, 7, (8 * 5 + 1,))
-    # 5 windows, all taken: the mean over them equals one forward on the stacked windows.
-    x = torch.stack([ids[i * 8:i * 8 + 8] for i in range(5)])
-    y = torch.stack([ids[i * 8 + 1:i * 8 + 9] for i in range(5)])
-    with torch.no_grad():
-        want = model(x, y)[1].item()
-    assert heldout_loss(model, ids, max_windows=100, batch_size=2) == pytest.approx(want, abs=1e-6)
-    with pytest.raises(ValueError, match="fewer than one window"):
-        heldout_loss(model, ids[:8])
+TINY = Run(n_layer=1, n_embd=16, n_head=1, block_size=32, batch_size=4, steps=20, eval_windows=8)
 
 
 def test_train_on_texts_learns_and_reports():

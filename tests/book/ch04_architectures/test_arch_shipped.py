@@ -16,11 +16,6 @@ def test_shipped_arch_studies_has_every_study_with_provenance():
         assert got[name]["rows"] and got[name]["provenance"]["command"].startswith("python bench/arch_studies.py")
 
 
-def test_shipped_arch_studies_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="bench/arch_studies.py"):
-        study_plots_b.shipped_arch_studies(tmp_path / "none.jsonl")
-
-
 def test_plot_masks_draws_the_three_masks():
     fig = study_plots_b.plot_masks(seq_len=6, prefix_len=2)
     causal, prefix, encdec = (ax.images[0].get_array() for ax in fig.axes)

@@ -1,29 +1,15 @@
-"""The architecture calculator: counts equal the real model's, memory formulas, the slider widget. (the textbook's part)."""
+"""The architecture calculator: counts equal the real model's, memory formulas, the slider widget. (chapter code)."""
 import dataclasses
 
-import itertools
-
 import pytest
-
 import torch
 
-from minillm.config import ModelConfig
-
 from book.ch04_architectures.plots_calculator import ArchCalculator, divisors
-
+from minillm.config import ModelConfig
 from minillm.model.calculator import arch_stats, format_bytes, param_breakdown
-
 from minillm.model.transformer import GPT
 
 HAS_MOE = "n_expert" in {f.name for f in dataclasses.fields(ModelConfig)}
-
-GRID = [dict(norm=n, norm_position=p, bias=b, tie_embeddings=t, position=pos, activation=a, n_kv_head=kv)
-        for n, p, b, t, pos, a, kv in itertools.product(
-            ["layernorm", "rmsnorm"], ["pre", "sandwich"], [True, False], [True, False], ["learned", "rope"],
-            ["swiglu", "gelu"], [4, 2, 1])]
-
-GRID += [dict(norm="deepnorm"), dict(norm_position="post", bias=False), dict(position="alibi"),
-         dict(position="sinusoidal", activation="geglu"), dict(activation="relu", ffn_hidden=50)]
 
 
 def tiny(**kw):

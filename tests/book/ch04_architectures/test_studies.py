@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from minillm.config import ModelConfig  # noqa: E402
-from book.ch04_architectures.studies import (STUCK_MARGIN, ArchRun, activation_study, bias_param_share, model_config, position_extrapolation, position_losses, stability_map, stability_summary, study_data, train_config, unigram_loss)
+from book.ch04_architectures.studies import (STUCK_MARGIN, ArchRun, activation_study, bias_param_share, position_extrapolation, stability_map, stability_summary, study_data, train_config, unigram_loss)
 from book.ch04_architectures.plots import plot_activation, plot_extrapolation, plot_stability_map  # noqa: E402
 from minillm.model.transformer import GPT  # noqa: E402
 
@@ -64,29 +64,13 @@ def test_study_data_is_cached_and_consistent():
         study_data({"n_docs": 60})
 
 
-def test_position_losses_match_the_models_own_loss():
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=7, block_size=8, n_layer=1, n_embd=16, n_head=2))
-    ids = torch.randint(0, 7, (8 * 3 + 1,))
-    nll = position_losses(model, ids, 8, max_windows=10, batch_size=2)  # all 3 windows: starts 0, 8, 16
-    assert nll.shape == (3, 8)
-    x = torch.stack([ids[i * 8:i * 8 + 8] for i in range(3)])
-    y = torch.stack([ids[i * 8 + 1:i * 8 + 9] for i in range(3)])
-    with torch.no_grad():
-        assert nll.mean().item() == pytest.approx(model(x, y)[1].item(), abs=1e-6)
-    two = position_losses(model, ids, 8, max_windows=2)  # evenly spread: the first and the last window
-    assert torch.allclose(two, nll[[0, 2]])
-    with pytest.raises(ValueError, match="fewer than one window"):
-        position_losses(model, ids[:8], 8)
-
-
 # ------------------------------------------------------------------------------------------- train_config
 
 
 def test_train_config_sane_run_learns():
     run = TINY.replace(steps=30, lr=1e-2, warmup=2)
     _, vocab, _, _ = study_data(run)
-    res = train_config(model_config(run, vocab), run)
+    res = train_config(run.model_config(vocab), run)
     assert res["diverged"] is False and res["diverged_at"] is None
     assert res["final_loss"] < res["initial_loss"] - 0.3  # loss went down
     assert res["initial_loss"] == pytest.approx(math.log(vocab), abs=0.3)  # step 1: a near-uniform guess
@@ -98,7 +82,7 @@ def test_train_config_sane_run_learns():
 
 def test_train_config_reports_divergence_instead_of_raising():
     _, vocab, _, _ = study_data(TINY)
-    res = train_config(model_config(TINY, vocab), TINY.replace(steps=40), lr=50.0)
+    res = train_config(TINY.model_config(vocab), TINY.replace(steps=40), lr=50.0)
     assert res["diverged"] is True and res["status"] == "diverged"
     if res["diverged_at"] is not None:  # stopped at the first NaN step: no losses to report
         assert res["final_loss"] is None and res["val_loss"] is None
@@ -110,7 +94,7 @@ def test_train_config_reports_divergence_instead_of_raising():
 
 def test_train_config_short_windows_leave_later_positions_untrained():
     _, vocab, _, _ = study_data(TINY)
-    cfg = model_config(TINY, vocab, block_size=16, position="learned")
+    cfg = TINY.model_config(vocab, block_size=16, position="learned")
     res = train_config(cfg, TINY, train_len=8)
     assert res["history"][-1]["tokens"] == TINY.steps * TINY.batch_size * 8  # windows of train_len tokens
     torch.manual_seed(TINY.seed)
@@ -127,12 +111,12 @@ def test_train_config_short_windows_leave_later_positions_untrained():
 def test_train_config_rejects_bad_arguments(kwargs, err, match):
     _, vocab, _, _ = study_data(TINY)
     with pytest.raises(err, match=match):
-        train_config(model_config(TINY, vocab), TINY, **kwargs)
+        train_config(TINY.model_config(vocab), TINY, **kwargs)
 
 
 def test_train_config_rejects_small_vocab():
     with pytest.raises(ValueError, match="vocab_size"):
-        train_config(model_config(TINY, 3), TINY)
+        train_config(TINY.model_config(3), TINY)
 
 
 # ------------------------------------------------------------------------------------------- studies

@@ -12,9 +12,10 @@ from minillm.config import ModelConfig
 from book.ch04_architectures import plots_attention as plots
 from minillm.model.attention import causal_mask, sliding_window_mask
 from minillm.model.encdec import EncoderDecoder
-from book.ch04_architectures.studies_arch import (architecture_comparison, fit_lm, matched_encdec_ffn, moe_study, prefix_continuation, suffix_loss)
+from book.ch04_architectures.studies_arch import (architecture_comparison, fit_lm, matched_encdec_ffn, moe_study, prefix_continuation)
 from book.ch04_architectures.studies_attention import (attention_flops, attention_kind, attention_pairs, attention_study, kv_cache_bytes, kv_heads_study, median_times)
-from book.runs import ArchRun, model_config, position_losses, study_data, train_config
+from book.runs import ArchRun, study_data, train_config
+from minillm.evaluation.loss import heldout_loss
 from minillm.model.transformer import GPT
 
 matplotlib.use("Agg")
@@ -111,31 +112,21 @@ def test_kv_heads_study_bad_input(run, kwargs, match):
 # ------------------------------------------------------------------------------------------- architectures
 
 
-def test_suffix_loss_is_the_suffix_of_position_losses(run):
-    splits, vocab, _, _ = study_data(run)
-    torch.manual_seed(0)
-    model = GPT(model_config(run, vocab))
-    per_pos = position_losses(model, splits.val, 16, max_windows=5)  # (5, 16), the same evenly spread windows
-    assert suffix_loss(model, splits.val, 6, 16, max_windows=5) == pytest.approx(per_pos[:, 5:].mean().item(),
-                                                                                 rel=1e-5)
-    assert suffix_loss(model, splits.val, None, 16, max_windows=5) == pytest.approx(per_pos.mean().item(), rel=1e-5)
-
-
 def test_fit_lm_is_train_configs_recipe(run):
     # the architecture studies' own loop must train exactly as the shared Trainer-based recipe does
     splits, vocab, _, _ = study_data(run)
-    cfg = model_config(run, vocab)
+    cfg = run.model_config(vocab)
     ref = train_config(cfg, run)
     torch.manual_seed(run.seed)
     model = GPT(cfg)
     hist = fit_lm(model, run, run.steps, eval_every=1)
     assert [h["loss"] for h in hist] == pytest.approx([r["loss"] for r in ref["history"]], rel=1e-6)
-    assert suffix_loss(model, splits.val, None, 16, run.eval_windows) == pytest.approx(ref["val_loss"], rel=1e-6)
+    assert heldout_loss(model, splits.val, max_windows=run.eval_windows) == pytest.approx(ref["val_loss"], rel=1e-6)
 
 
 def test_fit_lm_refuses_a_loss_on_a_prefix_decoders_prefix(run):
     _, vocab, _, _ = study_data(run)
-    model = GPT(model_config(run, vocab, attention_mask="prefix"))
+    model = GPT(run.model_config(vocab, attention_mask="prefix"))
     for kwargs in (dict(prefix_len=None), dict(prefix_len=4, suffix_only=False)):
         with pytest.raises(ValueError, match="prefix decoder needs prefix_len"):
             fit_lm(model, run, 1, **kwargs)

@@ -1,22 +1,13 @@
-"""Training accounting: compute against published runs, memory and communication per GPU by hand, the widgets. (the textbook's part)."""
+"""Training accounting: compute against published runs, memory and communication per GPU by hand, the widgets. (chapter code)."""
 import dataclasses
 
 import matplotlib
-
 import pytest
-
 import torch
 
 matplotlib.use("Agg")  # headless: tests must never open a window
-
-
-from minillm.accounting import ParallelPlan, plan_comm, plan_memory, training_compute
-
-
 from book.ch05_training.plots_accounting import ComputeExplorer, ParallelExplorer, underflow_demo
-
-
-GiB = 2**30
+from minillm.accounting import ParallelPlan, plan_comm, plan_memory, training_compute
 
 
 def seven_b(**kw) -> ParallelPlan:

@@ -56,11 +56,6 @@ def test_kl_widget_reports_the_chosen_beta():
     assert w.result["kl"] == 0.5
 
 
-def test_shipped_record_missing_is_a_clear_error(tmp_path):
-    with pytest.raises(Exception, match="bench/finetune_studies.py"):
-        plots.shipped_finetune_studies(tmp_path / "none.jsonl")
-
-
 def test_sft_study_figures_draw_from_study_rows():
     import matplotlib.pyplot as plt
 

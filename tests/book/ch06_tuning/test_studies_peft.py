@@ -7,9 +7,9 @@ import torch.nn as nn
 
 from minillm.data.tasks.pretraining import pretraining_mixture
 from minillm.finetune.chat import ASSISTANT, USER, chat_tokenizer
-from book.ch06_tuning.studies_peft import (PEFT_METHODS, PEFTStudyConfig, apply_method, lora_rank_sweep, lora_trainable_count, peft_comparison, pretrain_base, pretraining_text, quantization_cost, sft_task, study_config)
+from book.ch06_tuning.studies_peft import (PEFT_METHODS, PEFT_RUN, PEFTStudyConfig, apply_method, lora_rank_sweep, lora_trainable_count, peft_comparison, pretrain_base, pretraining_text, quantization_cost, sft_task, study_config)
 
-CFG = PEFTStudyConfig(steps=12, batch_size=8, n_train=96, n_eval=16)
+CFG = PEFTStudyConfig(run=PEFT_RUN.replace(steps=12, batch_size=8), n_train=96, n_eval=16)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,10 @@ def test_lora_targets_set_which_linears_get_lora(base):
 
 def test_study_config_profiles_and_families():
     lap = study_config("laptop")
-    assert lap.families == ("count", "first") and lap.steps == 600 and lap.n_eval == 128
-    assert study_config("ci").steps == 40 and len(study_config("ci").families) == 7  # "all"
-    assert study_config("laptop", steps=5).steps == 5  # overrides re-validate
+    assert lap.families == ("count", "first") and lap.run.steps == 600 and lap.n_eval == 128
+    assert study_config("ci").run.steps == 40 and len(study_config("ci").families) == 7  # "all"
+    assert study_config("laptop", steps=5).run.steps == 5  # overrides re-validate, routed into the recipe
+    assert study_config("ci", run=PEFT_RUN.replace(batch_size=4)).run.batch_size == 4
     cfg = PEFTStudyConfig(n_train=16, n_eval=8, families="count")
     x, y, heldout, seen, _ = sft_task(cfg, 48)
     assert x.shape == y.shape and len(heldout) == len(seen) == 8
@@ -151,11 +152,11 @@ def test_validation_messages():
     with pytest.raises(ValueError, match="choose a non-empty list"):
         peft_comparison(nn.Linear(2, 2), ("full", "ia3"))
     with pytest.raises(ValueError, match="steps=0 must be a positive int"):
-        PEFTStudyConfig(steps=0)
+        PEFTStudyConfig(run=PEFT_RUN.replace(steps=0))
     with pytest.raises(ValueError, match="lr has invalid entries"):
         PEFTStudyConfig(lr={"lora": -1.0})
     with pytest.raises(ValueError, match="n_train=4 is below batch_size"):
-        PEFTStudyConfig(n_train=4, batch_size=8)
+        PEFTStudyConfig(n_train=4, run=PEFT_RUN.replace(batch_size=8))
     with pytest.raises(ValueError, match="ranks="):
         lora_rank_sweep(nn.Linear(2, 2), ranks=(0,))
     with pytest.raises(ValueError, match="non-empty str"):

@@ -1,11 +1,7 @@
-"""minillm.evaluation.contamination: the n-gram report finds planted test items (and nothing in disjoint text); the demo's rows. (the textbook's part)."""
+"""minillm.evaluation.contamination: the n-gram report finds planted test items (and nothing in disjoint text); the demo's rows. (chapter code)."""
 import pytest
 
-
-
 from book.ch07_utilization_eval.studies_contamination import contamination_demo
-
-STORIES = "Mia was at the river. She found a red key.\nTom went to the school. He met Lena at noon.\n" * 20
 
 
 def test_demo_row_layout_at_ci():

@@ -1,17 +1,10 @@
-"""Decoding strategies (Survey §4.2.4): sampling filters, repetition penalty, stop sequences, beam search, (the textbook's part)."""
-
+"""Decoding strategies (Survey §4.2.4): sampling filters, repetition penalty, stop sequences, beam search, (chapter code)."""
 import pytest
-
 import torch
 
-
-
-from minillm.config import ModelConfig
-
-from minillm.generate import (kv_cache_speed)
-
 from book.ch07_utilization_eval.plots import plot_kv_speed
-
+from minillm.config import ModelConfig
+from minillm.generate import kv_cache_speed
 from minillm.model.transformer import GPT
 
 V = 23

@@ -1,17 +1,7 @@
-"""Tool use (Survey §6.4): the calculator, the training text format, generation that runs calls, and the study. (the textbook's part)."""
-
+"""Tool use (Survey §6.4): the calculator, the training text format, generation that runs calls, and the study. (chapter code)."""
 import pytest
 
-
-
-from minillm.data.tasks.pretraining import emergence_tokenizer
-
-
-
-
-from book.ch07_utilization_eval.studies_tools import ToolStudyConfig, tool_study
-
-TOK = emergence_tokenizer()
+from book.ch07_utilization_eval.studies_tools import RECIPE, ToolStudyConfig, tool_study
 
 
 def test_tool_study_ci_rows_and_determinism():
@@ -28,6 +18,6 @@ def test_tool_study_ci_rows_and_determinism():
 
 def test_study_config_validates():
     with pytest.raises(ValueError, match="block_size"):
-        ToolStudyConfig(block_size=32, eval_digits=(4,))
+        ToolStudyConfig(run=RECIPE.replace(block_size=32), eval_digits=(4,))
     with pytest.raises(ValueError, match="sizes"):
         ToolStudyConfig(sizes=((1, 20),))

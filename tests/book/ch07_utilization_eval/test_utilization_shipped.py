@@ -1,16 +1,13 @@
 """Chapter 07's shipped records (bench/results/utilization_studies.jsonl, kv_cache.jsonl) draw with provenance."""
-import json
-from pathlib import Path
-
 import matplotlib
 import matplotlib.pyplot as plt
 import pytest
 
+from book import results
 from book.ch07_utilization_eval import plots as up
 from book.ch07_utilization_eval.plots import plot_kv_speed
 
 matplotlib.use("Agg")
-ROOT = Path(__file__).resolve().parents[3]
 FIGURES = {"decoding": up.plot_decoding, "prompting": up.plot_prompting, "ppl_vs_accuracy": up.plot_ppl_vs_accuracy,
            "tools": up.plot_tools, "contamination": up.plot_contamination}
 
@@ -32,8 +29,7 @@ def test_shipped_contamination_flags_exactly_the_leaked_half():
 
 
 def test_shipped_kv_cache_record_draws():
-    lines = (ROOT / "bench" / "results" / "kv_cache.jsonl").read_text().splitlines()
-    rec = json.loads(lines[-1])
+    rec = results.last("kv_cache.jsonl")
     assert rec["provenance"]["command"].startswith("python bench/kv_cache.py")
     assert all(r["speedup"] == pytest.approx(r["cached_tps"] / r["uncached_tps"], rel=0.01) for r in rec["rows"])
     plt.close(plot_kv_speed(rec["rows"]))

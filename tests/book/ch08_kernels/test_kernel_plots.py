@@ -103,7 +103,7 @@ def test_linear_ce_memory_measured_and_plotted():
 
 
 def test_no_shipped_results_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(plots, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("MINILLM_RESULTS", str(tmp_path))
     assert plots.shipped_kernel_results() is None
     out = capsys.readouterr().out
     assert "No GPU kernel or MFU results" in out and "python bench/kernels.py" in out
@@ -120,7 +120,7 @@ def test_shipped_results_read_and_plotted(tmp_path, monkeypatch):
     old = {"bench": "kernels", "device": "NVIDIA H100 80GB HBM3", "dtype": "bf16", "rows": rows[:2]}
     new = {**old, "rows": rows}
     (tmp_path / "kernels.jsonl").write_text(json.dumps(old) + "\n\n" + json.dumps(new) + "\n")
-    monkeypatch.setattr(plots, "RESULTS_DIR", tmp_path)
+    monkeypatch.setenv("MINILLM_RESULTS", str(tmp_path))
     got = plots.shipped_kernel_results()
     assert got["kernels"] == new and got["mfu"] is None  # the latest record; no MFU file
     fig = plots.plot_shipped_kernels(got["kernels"])
@@ -128,15 +128,16 @@ def test_shipped_results_read_and_plotted(tmp_path, monkeypatch):
     assert heights == [1.0, 1.0, 1.7, 2.5]
     mfu = {"bench": "mfu", "device": "H100", "rows": [{"variant": "eager", "tok_per_s": 1e5, "mfu": 0.31}]}
     (tmp_path / "mfu.jsonl").write_text(json.dumps(mfu) + "\n")
-    assert plots.shipped_kernel_results(tmp_path)["mfu"] == mfu
+    assert plots.shipped_kernel_results()["mfu"] == mfu
 
 
-def test_bad_records_are_clear_errors(tmp_path):
+def test_bad_records_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILLM_RESULTS", str(tmp_path))
     (tmp_path / "kernels.jsonl").write_text('{"bench": "kernels", "rows": []}\n{oops\n')
     with pytest.raises(ValueError, match="kernels.jsonl:2 is not valid JSON"):
-        plots.shipped_kernel_results(tmp_path)
+        plots.shipped_kernel_results()
     (tmp_path / "kernels.jsonl").write_text('{"bench": "kernels"}\n')
     with pytest.raises(ValueError, match="has no 'rows' field"):
-        plots.shipped_kernel_results(tmp_path)
+        plots.shipped_kernel_results()
     with pytest.raises(ValueError, match="speedup_vs_eager"):
         plots.plot_shipped_kernels({"rows": []})

@@ -1,10 +1,10 @@
-"""The roofline model of book.ch08_kernels.roofline against numbers worked out by hand."""
+"""The roofline model of book.ch08_kernels.studies against numbers worked out by hand."""
 from __future__ import annotations
 
 import pytest
 
-from book.ch08_kernels import roofline as rl
-from book.ch08_kernels.roofline import DEVICES, op_cost, roofline_time
+from book.ch08_kernels import studies as rl
+from book.ch08_kernels.studies import DEVICES, op_cost, roofline_time
 
 
 def test_rmsnorm_fused_forward_bytes_by_hand():

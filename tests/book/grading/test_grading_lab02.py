@@ -6,7 +6,7 @@ import torch
 
 from book import grading
 from minillm.evaluation.metrics import exact_match, token_accuracy
-from minillm.data.tasks.generators import few_shot_prompt
+from minillm.data.tasks.suites import few_shot_prompt
 from book.grading.lab02 import _brier_reference, _logprob_reference
 from book.grading.lab02_scorer import _scorer_reference, scorer_variant
 

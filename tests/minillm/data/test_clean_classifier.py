@@ -1,5 +1,4 @@
 """Tests of minillm.data.clean.classifier: stable hashed features and the fastText-like quality classifier."""
-import time
 
 import numpy as np
 import pytest
@@ -56,10 +55,7 @@ def _data(n: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 def test_classifier_separates_clean_text_from_spam_and_garble():
     x, y = _data(330, seed=1)                     # ~1000 training documents
-    QualityClassifier(epochs=1).fit(x[:2] + x[-2:], [1, 1, 0, 0])   # warm up: torch.optim's first import
-    start = time.perf_counter()
-    clf = QualityClassifier(seed=0).fit(x, y)
-    assert time.perf_counter() - start < 5.0      # a few seconds on one CPU thread
+    clf = QualityClassifier(seed=0).fit(x, y)  # (a few seconds on one CPU thread: speed is a benchmark's business)
     assert clf.history[-1] < clf.history[0]
     tx, ty = _data(100, seed=2)
     p = clf.predict_proba(tx)

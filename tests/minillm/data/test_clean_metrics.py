@@ -1,4 +1,4 @@
-"""Tests of minillm.data.clean.metrics and FilterResult."""
+"""Tests of minillm.data.clean.filter_metrics and FilterResult."""
 import itertools
 
 import numpy as np

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from minillm.data.tasks.generators import Example
+from minillm.data.tasks.suites import Example
 from minillm.data.tasks.pretraining import emergence_tokenizer
 from minillm.evaluation.scoring import greedy_complete, score_examples
 

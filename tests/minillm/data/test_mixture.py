@@ -5,7 +5,7 @@ import re
 import pytest
 
 from minillm.data.tasks.pretraining import ALPHABET, emergence_tokenizer, eval_examples, pretraining_mixture
-from minillm.data.tasks.generators import TASKS, make_examples
+from minillm.data.tasks.suites import TASKS, make_examples
 
 RATES = {"addition": 0.1, "kv_map": 0.15, "instructions": 0.1, "pattern_conflict": 0.05}
 

@@ -1,11 +1,15 @@
-"""Tests of minillm.data.pipeline: every stage on one small crawl, scored against the crawl's ground truth."""
-
+"""Tests of minillm.data.curation: every stage on one small crawl, scored against the crawl's ground truth."""
 import pytest
 
 from minillm.data.crawl import generate_crawl
-
-from minillm.data.pipeline import (QUALITY_FILTERS, STAGE_TARGETS, PipelineConfig, register_bias, run_pipeline, stage_rows)
-
+from minillm.data.curation import (
+    QUALITY_FILTERS,
+    STAGE_TARGETS,
+    PipelineConfig,
+    register_bias,
+    run_pipeline,
+    stage_rows,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""Task generators of minillm.data.tasks.generators: answers checked by Python, traces column by column, ICL episodes
+"""Task generators of minillm.data.tasks.suites: answers checked by Python, traces column by column, ICL episodes
 against their own rule, instruction templates split cleanly, seeds reproducible, bad knobs rejected."""
 import re
 
 import numpy as np
 import pytest
 
-from minillm.data.tasks.generators import (ANSWER_MARK, FAMILIES, QUERY_MARK, TASKS, TRACE_OPEN, Example, addition_trace, extract_answer, few_shot_prompt, make_examples, multiplication_trace, templates)
+from minillm.data.tasks.suites import (ANSWER_MARK, FAMILIES, QUERY_MARK, TASKS, TRACE_OPEN, Example, addition_trace, extract_answer, few_shot_prompt, make_examples, multiplication_trace, templates)
 
 STEP = re.compile(r"(\d)([+*])(\d)\+(\d)=(\d+)")
 

@@ -2,9 +2,7 @@
 import pytest
 
 from minillm.evaluation.benchmarks import FactsMC, Item
-
 from minillm.evaluation.contamination import contaminated_text, contamination_report
-
 
 STORIES = "Mia was at the river. She found a red key.\nTom went to the school. He met Lena at noon.\n" * 20
 

@@ -124,11 +124,13 @@ def test_batched_choices_equal_one_at_a_time():
 
 
 def test_exact_match_and_f1_hand_cases():
-    assert exact_match("The Cat!", "cat") == 1.0
-    assert exact_match("  an  apple. ", "Apple") == 1.0
-    assert exact_match("cat", "dog") == 0.0
-    assert exact_match("The cat", "cat", normalize=False) == 0.0
-    assert exact_match("85", "85", normalize=False) == 1.0
+    squad = exact_match(["The Cat!", "  an  apple. ", "cat"], ["cat", "Apple", "dog"], normalize=True)
+    assert squad.dtype == np.float64 and squad.tolist() == [1.0, 1.0, 0.0]
+    assert exact_match(["The cat", "85", "85 "], ["cat", "85", "85"]).tolist() == [0.0, 1.0, 0.0]  # raw by default
+    with pytest.raises(ValueError, match="lists of strings"):
+        exact_match("85", "85")  # one pair is a list of one: exact_match(["85"], ["85"])
+    with pytest.raises(ValueError, match="2 predictions for 1"):
+        exact_match(["a", "b"], ["a"])
     assert f1_score("the cat sat", "a cat sat down") == pytest.approx(0.8)  # P = 2/2, R = 2/3
     assert f1_score("cat cat", "cat") == pytest.approx(2 / 3)  # a bag: the second "cat" is not in the gold
     assert f1_score("dog", "cat") == 0.0

@@ -15,6 +15,14 @@ def test_exact_match():
         exact_match("85", "85")
 
 
+def test_exact_match_is_defined_once():
+    from minillm.evaluation import harness
+
+    assert exact_match is harness.exact_match  # the raw metric here and SQuAD's (normalize=True) are one function
+    assert exact_match(["The 85."], ["85"]).tolist() == [0.0]
+    assert exact_match(["The 85."], ["85"], normalize=True).tolist() == [1.0]
+
+
 def test_token_accuracy_and_exact_match_tokens_with_padding():
     pred = np.array([[1, 2, 3], [1, 9, 0], [4, 0, 0]])
     gold = np.array([[1, 2, 3], [1, 2, 7], [5, 7, 7]])

@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from minillm.data.tasks.generators import Example, make_examples
+from book.runs import Run, train
 from minillm.data.tasks.pretraining import emergence_tokenizer, pretraining_mixture
-from minillm.evaluation.scoring import (greedy_complete, heldout_loss, icl_accuracy_by_shots, inverse_scaling_rates, score_examples, score_generated)
-from book.runs_lm import train_lm
+from minillm.data.tasks.suites import Example, make_examples
+from minillm.evaluation.loss import heldout_loss
+from minillm.evaluation.scoring import (
+    greedy_complete,
+    icl_accuracy_by_shots,
+    inverse_scaling_rates,
+    score_examples,
+    score_generated,
+)
 
 TOK = emergence_tokenizer()
 V = TOK.vocab_size
@@ -109,16 +116,12 @@ def test_inverse_scaling_rates_on_fake_model():
     assert r["correct"] == 0.5 and r["imitation"] == 0.5 and r["n"] == 2
 
 
-def test_train_lm_validates_and_untrained_loss_is_uniform():
-    with pytest.raises(ValueError, match="n_embd"):
-        train_lm("ab\n" * 1000, n_embd=65, n_head=2)
-    with pytest.raises(ValueError, match="more text"):
-        train_lm("ab\n" * 10)
+def test_untrained_loss_is_uniform():
     from minillm import GPT, ModelConfig
 
     torch.manual_seed(0)
     gpt = GPT(ModelConfig(vocab_size=V, block_size=32, n_layer=1, n_embd=32, n_head=2))
-    assert heldout_loss(gpt, TOK, pretraining_mixture({}, 5_000, 0).text) == pytest.approx(math.log(V), abs=0.05)
+    assert heldout_loss(gpt, pretraining_mixture({}, 5_000, 0).text, tokenizer=TOK) == pytest.approx(math.log(V), abs=0.05)
 
 
 # ---- a real, tiny model ---------------------------------------------------------------------------------------
@@ -134,8 +137,8 @@ ICL = {"query": "any", "n_keys": 4, "key_len": 1}
 @pytest.fixture(scope="module")
 def tiny():
     mix = pretraining_mixture({"kv_map": 1.0}, 300_000, 0, kv_map={**ICL, "shots": (4, 5, 6, 7, 8)})
-    model, tok, val = train_lm(mix.text, n_layer=2, n_embd=64, n_head=2, steps=1200, batch_size=32, block_size=48,
-                               lr=3e-3, seed=1337)
+    run = Run(n_layer=2, n_embd=64, n_head=2, steps=1200, batch_size=32, block_size=48, lr=3e-3, seed=1337)
+    model, tok, val = train(run, mix.text, tokenizer=TOK)  # the book's one small-run recipe (book/runs.py)
     return model, tok, val
 
 

@@ -140,3 +140,13 @@ def test_cpu_tensor_in_compiled_mode_is_a_clear_error(monkeypatch):
     q, k = torch.randn(1, 2, 3, 4), torch.randn(1, 1, 3, 4)
     with pytest.raises(KernelUnavailableError, match="kernels='torch'"):
         rope(q, k, *rope_angles(torch.arange(3), 4))
+
+
+def test_reference_equals_the_models_rope():
+    """The kernel file keeps its own copy of the rotation (kernels never import the model): it must stay equal."""
+    from minillm.model.position import apply_rope_cached, rope_angles
+
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 1, 5, 8)
+    cos, sin = rope_angles(torch.arange(5), 8)
+    got_q, got_k = rope_reference(q, k, cos, sin)
+    assert torch.equal(got_q, apply_rope_cached(q, cos, sin)) and torch.equal(got_k, apply_rope_cached(k, cos, sin))

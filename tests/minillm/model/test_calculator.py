@@ -1,17 +1,12 @@
 """The architecture calculator: counts equal the real model's, memory formulas, the slider widget."""
 import dataclasses
-
 import itertools
 
 import pytest
-
 import torch
 
 from minillm.config import ModelConfig
-
-
 from minillm.model.calculator import arch_stats
-
 from minillm.model.transformer import GPT
 
 HAS_MOE = "n_expert" in {f.name for f in dataclasses.fields(ModelConfig)}

@@ -3,13 +3,10 @@ and tiny training runs (including one that must store facts beyond the value pri
 import math
 
 import pytest
-
 import torch
 
 from minillm.data.synthetic import FactWorld
-
 from minillm.scaling.knowledge import PROMPTS, fact_candidates, knowledge_bits, model_scorer
-
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,26 @@
 import re
 
 import pytest
-
 import torch
 
 from minillm.config import ModelConfig
-
 from minillm.data.tasks.pretraining import emergence_tokenizer
-
 from minillm.generate import generate
-
 from minillm.model.transformer import GPT
-
-from minillm.tools import (ANSWER_MARK, CALC_ERROR, CALL_CLOSE, CALL_OPEN, RESULT_MARK, ToolTrace, calculator, extract_answer, generate_with_tools, is_heldout, tool_examples, tool_text)
-
+from minillm.tools import (
+    ANSWER_MARK,
+    CALC_ERROR,
+    CALL_CLOSE,
+    CALL_OPEN,
+    RESULT_MARK,
+    ToolTrace,
+    calculator,
+    extract_answer,
+    generate_with_tools,
+    is_heldout,
+    tool_examples,
+    tool_text,
+)
 
 TOK = emergence_tokenizer()
 

@@ -3,19 +3,21 @@ left-padded batches, streaming and the KV cache (§4.2.2)."""
 import math
 
 import pytest
-
 import torch
-
 import torch.nn as nn
-
 import torch.nn.functional as F
 
 from minillm.config import ModelConfig
-
-from minillm.generate import (BeamResult, apply_repetition_penalty, beam_search, filter_logits, generate,
-                              generate_batch, sample_next, stream)
-
-
+from minillm.generate import (
+    BeamResult,
+    apply_repetition_penalty,
+    beam_search,
+    filter_logits,
+    generate,
+    generate_batch,
+    sample_next,
+    stream,
+)
 from minillm.model.transformer import GPT
 
 V = 23

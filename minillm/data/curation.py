@@ -26,11 +26,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minillm.data.clean import (CharNgramLM, QualityClassifier, QualityRules, extract_text, heuristic_filter, keyword_filter,
-                    perplexity_filter, perplexity_threshold, precision_recall, script_language)
+from minillm.data.clean import (
+    CharNgramLM,
+    QualityClassifier,
+    QualityRules,
+    extract_text,
+    heuristic_filter,
+    keyword_filter,
+    perplexity_filter,
+    perplexity_threshold,
+    precision_recall,
+    script_language,
+)
 from minillm.data.crawl import Crawl, generate_crawl
 from minillm.data.dedup import decontaminate, exact_dedup, near_dedup
 from minillm.data.pii import find_pii, mask_pii_batch
+from minillm.data.synthetic import corpus
 
 QUALITY_FILTERS = ("heuristic", "keyword", "perplexity", "classifier", "classifier_labelled")
 
@@ -68,7 +79,6 @@ class PipelineConfig:
 
 def reference_texts(n_docs: int, seed: int) -> dict[str, list[str]]:
     """Clean reference text per language, from our generators: English stories and facts, Chinese stories."""
-    from minillm.data.synthetic import corpus
 
     half = max(1, n_docs // 2)
     return {"en": corpus("story", half, seed).docs + corpus("facts", n_docs - half, seed).docs,

@@ -13,7 +13,7 @@ chain-of-thought arithmetic, so for everything else the text is ``prompt + answe
   example carries meta["bayes"], the accuracy of the Bayes-optimal reader of that prompt, so "above chance" and
   "as good as possible" are both known.
 - "instructions" and "pattern_conflict" (the inverse-scaling probe): see instructions.py.
-The shared pieces (Example, the prompt marks, few_shot_prompt, extract_answer, TaskGenerator) are in task_base.py
+The shared pieces (Example, the prompt marks, few_shot_prompt, extract_answer, TaskGenerator) are in examples.py
 and re-exported here.
 
 `TASKS` maps names to generators; ``make_examples(name, n, seed, **knobs)`` samples from one. Draws come from
@@ -26,9 +26,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from minillm.data.tasks.examples import (  # noqa: F401  (the marks, Example and helpers are re-exported)
+    ANSWER_MARK, LETTERS, MAP_SEP, QUERY_MARK, SHOT_SEP, TRACE_OPEN, Example, TaskGenerator, _choice, _int_choices, _word,
+    extract_answer, few_shot_prompt)
 from minillm.data.tasks.instructions import FAMILIES, HELDOUT_PER_FAMILY, Instructions, PatternConflict, templates  # noqa: F401
-from minillm.data.tasks.base import (ANSWER_MARK, LETTERS, MAP_SEP, QUERY_MARK, SHOT_SEP, TRACE_OPEN, Example, TaskGenerator, _choice, _int_choices, _word, extract_answer, few_shot_prompt)
-
 
 # ---- arithmetic, with and without written working ----------------------------------------------------------
 

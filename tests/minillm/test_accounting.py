@@ -1,20 +1,10 @@
-"""Training accounting: compute against published runs, memory and communication per GPU by hand, the widgets."""
-
-import matplotlib
-
+"""Training accounting: compute against published runs, memory and communication per GPU by hand."""
 import pytest
 
-
-matplotlib.use("Agg")  # headless: tests must never open a window
-
-from minillm.scaling.laws import NAMED_BUDGETS  # noqa: E402
-
 from minillm.accounting import GPU_SPECS, ParallelPlan, plan_comm, plan_memory, training_compute
-
+from minillm.scaling.laws import NAMED_BUDGETS
 from minillm.train.parallel.pipeline import bubble_fraction
-
-
-from minillm.train.precision import memory_estimate  # noqa: E402
+from minillm.train.precision import memory_estimate
 
 GiB = 2**30
 
