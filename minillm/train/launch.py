@@ -49,7 +49,7 @@ def torchrun(argv: Sequence[str], nproc: int = 2, *, timeout_s: float = 120, cwd
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and every worker it started
+        _kill_tree(proc.pid)  # torchrun and every worker it started
         proc.communicate()
         raise RuntimeError(f"torchrun with {nproc} processes did not finish within {timeout_s} s; all its "
                            f"processes were killed. Command: {' '.join(cmd)}") from None
@@ -58,3 +58,33 @@ def torchrun(argv: Sequence[str], nproc: int = 2, *, timeout_s: float = 120, cwd
         tail = "\n".join(stderr.strip().splitlines()[-25:])
         raise RuntimeError(f"torchrun with {nproc} processes failed (exit code {proc.returncode}):\n{tail}")
     return result
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (Linux: /proc/PID/task/TID/children; elsewhere none are found)."""
+    out, todo = [], [pid]
+    while todo:
+        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
+            try:
+                kids = [int(c) for c in children.read_text().split()]
+            except OSError:  # the task ended while we looked
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL torchrun's process group and every descendant. torchrun starts each worker in a session of its own
+    (start_new_session), so killing the launcher's group alone would leave the workers running, holding the
+    output pipes open: the caller would wait for them to finish anyway."""
+    victims = _descendants(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for child in victims:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -145,3 +145,13 @@ def test_every_init_maps_its_modules():
 def test_the_library_stays_compact():
     lines = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in MODULES.values())
     assert lines <= MAX_LINES, f"minillm/ has {lines} lines (budget {MAX_LINES}): is some of it courseware for book/?"
+
+
+def test_the_library_tests_need_no_book():
+    """tests/minillm exercises the library alone, as a user of `pip install minillm` would have it."""
+    bad = []
+    for p in sorted((REPO / "tests" / "minillm").rglob("*.py")):
+        for n, names in _imports(ast.parse(p.read_text(encoding="utf-8"))):
+            if any(x == "book" or x.startswith("book.") for x in names):
+                bad.append(f"{p.relative_to(REPO)}:{n.lineno}")
+    assert not bad, f"library tests import book (move the test to tests/book/): {bad}"

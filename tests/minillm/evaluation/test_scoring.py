@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from book.runs import Run, train
+from minillm import GPT, DataSplits, ModelConfig, TrainConfig, Trainer
 from minillm.data.tasks.pretraining import emergence_tokenizer, pretraining_mixture
 from minillm.data.tasks.suites import Example, make_examples
 from minillm.evaluation.loss import heldout_loss
@@ -137,9 +137,13 @@ ICL = {"query": "any", "n_keys": 4, "key_len": 1}
 @pytest.fixture(scope="module")
 def tiny():
     mix = pretraining_mixture({"kv_map": 1.0}, 300_000, 0, kv_map={**ICL, "shots": (4, 5, 6, 7, 8)})
-    run = Run(n_layer=2, n_embd=64, n_head=2, steps=1200, batch_size=32, block_size=48, lr=3e-3, seed=1337)
-    model, tok, val = train(run, mix.text, tokenizer=TOK)  # the book's one small-run recipe (book/runs.py)
-    return model, tok, val
+    data = DataSplits.from_tokens(TOK.encode_to_array(mix.text), val_fraction=0.05, vocab_size=TOK.vocab_size)
+    torch.manual_seed(1337)
+    model = GPT(ModelConfig(vocab_size=TOK.vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=64))
+    cfg = TrainConfig(max_steps=1200, batch_size=32, lr=3e-3, warmup_steps=60, eval_interval=0, seed=1337,
+                      device="cpu", progress=False)
+    Trainer(model, cfg, data).fit()
+    return model.eval(), TOK, heldout_loss(model, data.val)
 
 
 @pytest.mark.slow

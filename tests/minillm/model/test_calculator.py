@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minillm.config import ModelConfig
-from minillm.model.calculator import arch_stats
+from minillm.model.calculator import arch_stats, format_bytes, param_breakdown
 from minillm.model.transformer import GPT
 
 HAS_MOE = "n_expert" in {f.name for f in dataclasses.fields(ModelConfig)}
@@ -107,3 +107,17 @@ def test_moe_counts_equal_the_real_model(kw):
     tied = 29 * 32 if cfg.tie_embeddings else 0
     assert s["flops_per_token"] == 6 * (s["params_active_non_embedding"] + tied) + 12 * 2 * 32 * 16
     assert s["kv_cache_bytes"] == dense["kv_cache_bytes"]
+
+
+def test_bad_inputs_raise():
+    cfg = tiny()
+    with pytest.raises(ValueError, match="batch_size=0 must be a positive integer"):
+        arch_stats(cfg, batch_size=0)
+    with pytest.raises(ValueError, match="seq_len"):
+        arch_stats(cfg, seq_len=-1)
+    with pytest.raises(ValueError, match="bytes_per_value"):
+        arch_stats(cfg, bytes_per_value=1.5)
+    with pytest.raises(TypeError, match="needs a ModelConfig"):
+        arch_stats({"n_layer": 2})
+    assert (format_bytes(1536), format_bytes(3 * 2**30), format_bytes(12)) == ("1.5 KiB", "3 GiB", "12 B")
+    assert param_breakdown(cfg) == arch_stats(cfg)["breakdown"]
