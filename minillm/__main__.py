@@ -1,4 +1,4 @@
-"""Command line: ``python -m minillm {prepare,train,generate,sweep} --help``.
+"""Command line: ``python -m minillm {prepare,train,generate,eval,sweep} --help``.
 
 The same pipeline the chapters run, for homework and for real runs (Survey §4: data -> model -> training):
 

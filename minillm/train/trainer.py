@@ -258,6 +258,9 @@ class Trainer:
         The batches come from a generator seeded with cfg.seed every call, so every evaluation of a run (and of
         runs with the same seed) scores the very same windows: differences between evals are the model's.
         Data-parallel ranks split each batch and average: every rank returns the same number.
+        This is the run's own progress estimate (the model's loss under the run's precision, on sampled windows);
+        the number to report for a trained model is `minillm.evaluation.heldout_loss` (pure cross-entropy over
+        windows spread evenly across the held-out tokens).
         """
         if self.splits.val is None:
             raise ValueError("no validation split to evaluate on: pass data with held-out tokens")
