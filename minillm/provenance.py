@@ -1,8 +1,9 @@
-"""Provenance of measured results: what ran, where, with which versions, and when.
+"""Provenance of measured results: what ran, where, with which code and versions, and when.
 
 Survey §2.1 and §4.3 report numbers (losses, throughputs, fitted exponents) that only mean something with
 their setting attached. Every benchmark and sweep in this project appends JSON records built here, so a
-figure shipped in `bench/results/` always says the command, machine, versions and date that produced it.
+figure shipped in `bench/results/` always says the command, machine, versions, date and the code that produced
+it: the git commit of the checkout minillm was imported from and whether it had uncommitted changes.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,10 +38,30 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
     return {
         "command": " ".join(["python", *argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git_state(),
         "host": host,
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
                      "minillm": __version__, "cuda": torch.version.cuda, "triton": _version_of("triton")},
     }
+
+
+def git_state(where: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """{"commit": sha, "dirty": bool} of the git checkout holding `where` (default: this package's source), or
+    None outside a checkout (an installed wheel) or without git. dirty: uncommitted changes to tracked files."""
+    where = Path(where) if where is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
 def _version_of(package: str) -> str | None:
