@@ -1,5 +1,4 @@
 """The architecture calculator: counts equal the real model's, memory formulas, the slider widget. (chapter code)."""
-import dataclasses
 
 import pytest
 
@@ -7,8 +6,6 @@ from book.ch04_architectures.plots_calculator import ArchCalculator, divisors
 from minillm.config import ModelConfig
 from minillm.model.calculator import arch_stats
 from minillm.model.transformer import GPT
-
-HAS_MOE = "n_expert" in {f.name for f in dataclasses.fields(ModelConfig)}
 
 
 def tiny(**kw):
@@ -50,7 +47,6 @@ def test_widget_slider_moves_redraw_and_invalid_moves_explain():
     assert "divisible by n_head=3" in w.summary.value
 
 
-@pytest.mark.skipif(not HAS_MOE, reason="ModelConfig has no n_expert field yet (mixture of experts)")
 def test_widget_moe():
     w = ArchCalculator.from_preset("tiny")
     res = w.update(n_expert=8, expert_top_k=2)

@@ -1,11 +1,10 @@
 """De-duplication and decontamination on the synthetic web crawl, whose pages carry ground truth
-(Survey §4.1.2). Skipped until minillm.data.crawl exists."""
+(Survey §4.1.2)."""
 import numpy as np
 import pytest
 
+import minillm.data.crawl as crawl_mod
 from minillm.data.dedup import decontaminate, exact_dedup, jaccard, near_dedup, shingle_hashes
-
-crawl_mod = pytest.importorskip("minillm.data.crawl")
 
 UNIT = {"en": ("word", 5, 13), "zh": ("char", 5, 20)}  # language -> (shingle unit, MinHash n, decontam n)
 

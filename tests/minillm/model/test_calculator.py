@@ -1,5 +1,4 @@
 """The architecture calculator: counts equal the real model's, memory formulas, the slider widget."""
-import dataclasses
 import itertools
 
 import pytest
@@ -8,8 +7,6 @@ import torch
 from minillm.config import ModelConfig
 from minillm.model.calculator import arch_stats, format_bytes, param_breakdown
 from minillm.model.transformer import GPT
-
-HAS_MOE = "n_expert" in {f.name for f in dataclasses.fields(ModelConfig)}
 
 GRID = [dict(norm=n, norm_position=p, bias=b, tie_embeddings=t, position=pos, activation=a, n_kv_head=kv)
         for n, p, b, t, pos, a, kv in itertools.product(
@@ -84,7 +81,6 @@ def test_memory_formulas_by_hand():
     assert longer["activation_bytes"] == 2 * (34 * 16 * 3 * 64 + 5 * 4 * 16 * 16 * 3)
 
 
-@pytest.mark.skipif(not HAS_MOE, reason="ModelConfig has no n_expert field yet (mixture of experts)")
 @pytest.mark.parametrize("kw", [dict(), dict(activation="swiglu", bias=False, tie_embeddings=False),
                                 dict(expert_top_k=1, n_kv_head=1)])
 def test_moe_counts_equal_the_real_model(kw):
