@@ -94,3 +94,23 @@ def test_stub_says_not_implemented():
         raise NotImplementedError("write me")
     with pytest.raises(NotImplementedError, match="not implemented yet: minhash_signatures"):
         grading.check("minhash_signatures", stub)
+
+
+def test_junk_filter_check_exposes_no_oracle():
+    """A filter that asks the grader for the answer finds nothing to ask: the truth is made after it returns."""
+    import book.grading.lab03 as lab03
+    from book.grading import CHECKS
+
+    spec = CHECKS["junk_filter"]
+    assert not hasattr(lab03, "_truth_for")
+    texts = spec.cases[0].make()[0]
+    assert spec.reference(texts) == len(texts)  # the reference says how many decisions, not which
+
+    def cheat(texts):  # everything the grader's module holds while a filter runs
+        held = [v for v in vars(lab03).values() if isinstance(v, dict)]
+        truths = [t for d in held for t in d.values() if isinstance(t, tuple) and len(t) == 2]
+        assert not truths, "the grader keeps (texts, truth) pairs a filter could read"
+        return [False] * len(texts)
+
+    with pytest.raises(AssertionError, match="recall"):
+        grading.check("junk_filter", cheat)
