@@ -43,6 +43,7 @@ from torch import nn
 
 from minillm.config import DEVICES, ModelConfig, TrainConfig
 from minillm.data.loader import DataSplits
+from minillm.data.tokenizer import encode_array
 from minillm.evaluation.loss import heldout_loss
 
 __all__ = ["Run", "SIZES", "Trained", "train", "size_label", "ArchRun", "STUCK_MARGIN", "check_run", "study_data",
@@ -197,12 +198,6 @@ class _Diverged(Exception):
     """Raised from a Trainer hook to stop a run at its first non-finite step."""
 
 
-def _encode(tok: Any, text: str) -> torch.Tensor:
-    enc = getattr(tok, "encode_to_array", None)  # CharTokenizer: vectorised, the same ids as encode()
-    ids = enc(text, dtype=np.int64) if enc else np.asarray(tok.encode(text), dtype=np.int64)
-    return torch.from_numpy(np.asarray(ids))
-
-
 def _split_text(text: str, val: Any, val_fraction: float) -> tuple[str, str]:
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty str")
@@ -229,7 +224,7 @@ def _as_splits(data: Any, val: Any, val_fraction: float, tokenizer: Any, vocab_s
             from minillm.data.tokenizer import CharTokenizer
 
             tokenizer = CharTokenizer.from_text(text + val_text)  # no held-out character is unknown
-        train_ids, val_ids = _encode(tokenizer, text), _encode(tokenizer, val_text)
+        train_ids, val_ids = (torch.from_numpy(encode_array(tokenizer, t)) for t in (text, val_text))
         vocab = tokenizer.vocab_size
     elif isinstance(data, (torch.Tensor, np.ndarray, list)):
         ids = torch.as_tensor(np.asarray(data) if isinstance(data, list) else data).long()

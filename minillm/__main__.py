@@ -38,7 +38,6 @@ from minillm.evaluation.harness import perplexity
 from minillm.generate import generate
 from minillm.model.transformer import GPT
 from minillm.presets import model_preset, train_preset
-from minillm.scaling.sweep import default_sweep, plan, run_sweep
 from minillm.train.checkpoint import latest_checkpoint, load_checkpoint
 from minillm.train.parallel.group import init_distributed
 from minillm.train.trainer import Trainer
@@ -244,6 +243,9 @@ def _float_list(text: str) -> list[float]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    # Here, not at the top: minillm.scaling brings scipy (~0.3 s), which no other command needs.
+    from minillm.scaling.sweep import default_sweep, plan, run_sweep
+
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads={args.threads} must be at least 1")

@@ -347,6 +347,13 @@ class BPETokenizer(Tokenizer):
         return cls(tok)
 
 
+def encode_array(tokenizer: Any, text: str, dtype: Any = np.int64) -> np.ndarray:
+    """`text` as a 1-D id array with any tokenizer: vectorised where the tokenizer can (`encode_to_array`, the
+    same ids as `encode`), else its `encode`."""
+    enc = getattr(tokenizer, "encode_to_array", None)
+    return enc(text, dtype=dtype) if enc is not None else np.asarray(tokenizer.encode(text), dtype=dtype)
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Load any tokenizer saved by this package; the kind is read from the JSON itself."""
     data = read_json(path, "tokenizer")

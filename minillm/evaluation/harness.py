@@ -26,15 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from minillm.device import model_device
 from minillm.evaluation.loss import heldout_loss
 from minillm.model.transformer import logits_of
 
 NORMALIZE = ("none", "tokens", "chars")
 
-
-def _device(model) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _block(model) -> int | None:
@@ -105,7 +102,7 @@ def _choice_scores(model, tokenizer, context: str, choices: list[str]) -> tuple[
     was_training = model.training
     model.eval()
     try:
-        logp = torch.log_softmax(logits_of(model(x.to(_device(model)))).float(), -1).cpu()  # (N, T, V)
+        logp = torch.log_softmax(logits_of(model(x.to(model_device(model)))).float(), -1).cpu()  # (N, T, V)
     finally:
         model.train(was_training)
     mask = y >= 0

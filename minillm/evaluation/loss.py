@@ -23,18 +23,14 @@ Options (sampled layout only):
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from minillm.data.loader import eval_window_starts
+from minillm.data.tokenizer import encode_array
+from minillm.device import model_device
 from minillm.model.encdec import EncoderDecoder
 from minillm.model.transformer import logits_of
-
-
-def _device(model) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")  # a parameter-free model runs on the CPU
 
 
 def _as_ids(ids, tokenizer) -> torch.Tensor:
@@ -44,8 +40,7 @@ def _as_ids(ids, tokenizer) -> torch.Tensor:
             raise ValueError("text needs a tokenizer to encode it: heldout_loss(model, text, tokenizer=tok)")
         if not ids:
             raise ValueError("text must be a non-empty str")
-        enc = getattr(tokenizer, "encode_to_array", None)  # CharTokenizer: vectorised, same ids as encode()
-        ids = torch.from_numpy(enc(ids, dtype=np.int64)) if enc else torch.tensor(tokenizer.encode(ids))
+        ids = torch.from_numpy(encode_array(tokenizer, ids))
     ids = torch.as_tensor(ids, dtype=torch.long)
     if ids.dim() == 2 and ids.size(0) == 1:
         ids = ids[0]
@@ -118,7 +113,7 @@ def heldout_loss(model: torch.nn.Module, ids, *, tokenizer=None, length: int | N
             raise ValueError(f"prefix_len={prefix_len!r} must be an int in [1, length={L}]")
         starts = eval_window_starts(len(ids), L, max_windows)  # (W,)
         score = None
-    device, total, count, rows = _device(model), 0.0, 0, []
+    device, total, count, rows = model_device(model), 0.0, 0, []
     was_training = model.training
     model.eval()  # dropout off
     try:
