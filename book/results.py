@@ -24,14 +24,15 @@ whose sweep writes with them). Nothing here uses `minillm.__file__`: the library
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV", "MAKERS", "GPU_MAKERS", "root", "path", "records", "latest", "last", "sweep", "append", "run_studies",
-           "studies_cli"]
+__all__ = ["ENV", "MAKERS", "GPU_MAKERS", "root", "path", "date_of", "records", "latest", "last", "sweep", "append",
+           "recording", "note", "run_studies", "studies_cli"]
 
 ENV = "MINILLM_RESULTS"
 RESULTS = ("bench", "results")
@@ -114,10 +115,19 @@ def path(name: str | os.PathLike, *, must_exist: bool = True) -> Path:
     return p
 
 
+def date_of(record: Mapping[str, Any]) -> str:
+    """When a record was written: its provenance's ISO date (or a top-level "date"); "" when it has none."""
+    prov = record.get("provenance")
+    date = prov.get("date") if isinstance(prov, Mapping) else None
+    return str(date or record.get("date") or "")
+
+
 def records(name: str | os.PathLike, require: Sequence[str] = ("rows",), *,
             where: Callable[[dict], bool] | None = None, missing_ok: bool = False) -> list[dict[str, Any]]:
-    """Every record of a JSONL results file, oldest first (those `where` accepts). Each line must be a JSON object
-    with the fields in `require`. missing_ok: an absent file (or results directory) gives []."""
+    """Every record of a JSONL results file, oldest first by date (`date_of`; records without a date count as
+    oldest, equal dates keep file order: two scripts appending at once may interleave lines), those `where`
+    accepts. Each line must be a JSON object with the fields in `require`. missing_ok: an absent file (or results
+    directory) gives []."""
     try:
         p = path(name)
     except FileNotFoundError:
@@ -138,12 +148,12 @@ def records(name: str | os.PathLike, require: Sequence[str] = ("rows",), *,
                              f"this file")
         if where is None or where(rec):
             out.append(rec)
-    return out
+    return sorted(out, key=date_of)  # a stable sort: file order among equal dates
 
 
 def latest(name: str | os.PathLike, key: str = "study", require: Sequence[str] = ("rows",)) -> dict[str, dict]:
-    """The last record of each `key` value ({"cot": record, ...}): a later record of a study replaces an earlier
-    one; the file keeps the history. Every record needs `key` and `require`."""
+    """The newest record of each `key` value ({"cot": record, ...}): a later record of a study (by date) replaces
+    an earlier one; the file keeps the history. Every record needs `key` and `require`."""
     return {rec[key]: rec for rec in records(name, require=(key, *require))}
 
 
@@ -164,6 +174,40 @@ def sweep(name: str | os.PathLike = "laptop_isoflop.jsonl") -> list[dict]:
 
 # ---- writers (the bench scripts) ----------------------------------------------------------------------------
 
+_RECORDINGS: list[list[dict]] = []  # the open `recording()` blocks, innermost last
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[dict]]:
+    """Collect the settings of what is trained inside the block: `book.runs.train` notes each run it trains (model
+    shape and parameters, steps, batch, lr, warmup, seed) and a study notes its own (evaluation sizes, RL steps)
+    with `note`. Yields the list of distinct entries, in order; `run_studies` stores it as a record's "settings"
+    so that a shipped number says how it was made."""
+    seen: list[dict] = []
+    _RECORDINGS.append(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDINGS.remove(seen)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
+
+
+def note(**settings: Any) -> None:
+    """Add one entry of settings to every open `recording()` (a no-op outside one), unless an equal entry is
+    there already. Values are stored as JSON (anything else by its repr)."""
+    entry = _jsonable(settings)
+    for seen in _RECORDINGS:
+        if entry not in seen:
+            seen.append(entry)
+
+
 def append(name: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     """Append one record (fsynced; earlier lines are never rewritten) to `name`; returns its path."""
     from minillm.provenance import append_jsonl
@@ -175,9 +219,10 @@ def append(name: str | os.PathLike, record: Mapping[str, Any]) -> Path:
 
 def run_studies(studies: Mapping[str, Callable[[], list]], out: str | os.PathLike, only: Sequence[str] | None = None,
                 *, summaries: Mapping[str, Callable[[list], dict]] | None = None, **common: Any) -> Iterator[dict]:
-    """Run each named study (or those in `only`) and append {"study", **common, "rows", "summary"?, "seconds",
-    "provenance"} to the file `out` (a filesystem path, as given on a --out) as each finishes, yielding the
-    record (unchanged from minillm.provenance)."""
+    """Run each named study (or those in `only`) and append {"study", **common, "rows", "summary"?, "settings",
+    "seconds", "provenance"} to the file `out` (a filesystem path, as given on a --out) as each finishes, yielding
+    the record. "settings" lists what `recording()` saw while the study ran (shared setup a study triggers is
+    seen by the first study that triggers it)."""
     import time
 
     from minillm.provenance import append_jsonl, provenance
@@ -189,8 +234,10 @@ def run_studies(studies: Mapping[str, Callable[[], list]], out: str | os.PathLik
         if only and name not in only:
             continue
         t0 = time.perf_counter()
-        rows = fn()
-        record = {"study": name, **common, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+        with recording() as settings:
+            rows = fn()
+        record = {"study": name, **common, "rows": rows, "settings": settings,
+                  "seconds": round(time.perf_counter() - t0, 1)}
         if summaries and name in summaries:
             record["summary"] = summaries[name](rows)
         record["provenance"] = provenance()

@@ -255,6 +255,18 @@ def _is_rows(data: Any) -> bool:
             and data[0].dim() == 2)
 
 
+def _note_run(run: Run, model: nn.Module, data: str, overrides: Mapping[str, Any]) -> None:
+    """What a shipped record says about this run (book.results.recording): the model's shape and size and the
+    run's training settings."""
+    from book.results import note
+
+    cfg = model.config
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if hasattr(cfg, k)}
+    note(train=data, **shape, params=sum(p.numel() for p in model.parameters()), steps=run.steps,
+         batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps, seed=run.seed,
+         eval_windows=run.eval_windows, **dict(overrides))
+
+
 def train(run: Run, data: Any, *, val: Any = None, val_fraction: float = 0.05, tokenizer: Any = None,
           vocab_size: int | None = None, model: nn.Module | None = None, hooks: Any = None, fit: bool = True,
           score: bool = True, stop_on_nonfinite: bool = False, **train_overrides: Any) -> Trained:
@@ -287,6 +299,7 @@ def train(run: Run, data: Any, *, val: Any = None, val_fraction: float = 0.05, t
         if model is None:
             raise ValueError("packed rows fine-tune a given model: pass model= (e.g. a deep copy of a base)")
         x, y = data
+        _note_run(run, model, "rows", train_overrides)
         tcfg = run.train_config(**{"batch_size": min(run.batch_size, len(x)), "log_interval": run.steps,
                                    **train_overrides})
         t0 = time.perf_counter()
@@ -300,6 +313,7 @@ def train(run: Run, data: Any, *, val: Any = None, val_fraction: float = 0.05, t
 
         torch.manual_seed(run.seed)
         model = GPT(run.model_config(splits.vocab_size))
+    _note_run(run, model, "tokens", train_overrides)
     hook_map: dict[str, list] = {}
     if stop_on_nonfinite:
         fixed = sorted({"log_interval", "on_nan"} & set(train_overrides))

@@ -27,6 +27,7 @@ from minillm.config import TrainConfig
 from minillm.presets import by_size, model_preset
 from minillm.finetune.chat import END, ChatTemplate, chat_tokenizer
 from minillm.finetune.preferences import HARMFUL, HiddenReward, make_preference_pairs, reward_model_agreement, user_text
+from book.results import note
 from book.runs import Run, train
 
 __all__ = ["AlignSetup", "prepare_alignment", "learned_reward_fn", "evaluate_policy", "run_rl", "sft_then_align",
@@ -111,6 +112,8 @@ def prepare_alignment(model: torch.nn.Module | None = None, *, seed: int = 0, si
     rm = RewardModel.from_lm(model)
     rm_hist = train_reward_model(rm, template, pairs, _tcfg(rm_steps or by_size(60, 400, 2000, size), 3e-3, seed))
     held = make_preference_pairs(64, seed + 3, knobs=knobs, split="heldout", judge=judge)
+    note(setup="alignment", families=families, n_sft=n_sft, eval_split=eval_split, n_eval=len(eval_convs),
+         preference_pairs=len(pairs), label_noise=noise, harm_rate=harm_rate, reward_model_heldout_pairs=len(held))
     info = {"families": tuple(families), "eval_split": eval_split, "pretrain_steps": pre,
             "sft_loss": sft_hist[-1]["loss"], "rm_loss": rm_hist[-1]["loss"],
             "rm_agreement": reward_model_agreement(rm, held, template, judge)}
@@ -209,7 +212,10 @@ def run_rl(setup: AlignSetup, method: str = "grpo", *, beta: float = 0.04, steps
         critic = ValueModel(setup.sft)
         copt = torch.optim.AdamW(critic.parameters(), lr=lr)
     weights = np.array([len(g) for g in groups], dtype=float)
-    for _ in range(steps or by_size(15, 80, 600, size)):  # a loop over RL iterations
+    steps = steps or by_size(15, 80, 600, size)
+    note(method=method, steps=steps, lr=lr, beta=beta, prompts_per_step=prompts_per_step,
+         **({"group_size": cfg.group_size} if method == "grpo" else {"epochs": cfg.epochs}))
+    for _ in range(steps):  # a loop over RL iterations
         g = groups[int(rng.choice(len(groups), p=weights / weights.sum()))]
         ids = g[torch.from_numpy(rng.choice(len(g), size=min(prompts_per_step, len(g)), replace=False))]
         if method == "grpo":
@@ -235,8 +241,9 @@ def sft_then_align(model: torch.nn.Module | None = None, *, setup: AlignSetup | 
     for m in methods:
         if m == "dpo":
             policy = copy.deepcopy(setup.sft)
-            train_dpo(policy, frozen_copy(setup.sft), setup.pairs, setup.template,
-                      _tcfg(by_size(40, 300, 1500, size), by_size(1e-3, 1e-4, 1e-4, size), setup.seed),
+            steps, lr = by_size(40, 300, 1500, size), by_size(1e-3, 1e-4, 1e-4, size)
+            note(method="dpo", steps=steps, lr=lr, beta=dpo_beta, pairs=len(setup.pairs))
+            train_dpo(policy, frozen_copy(setup.sft), setup.pairs, setup.template, _tcfg(steps, lr, setup.seed),
                       beta=dpo_beta)
             rows.append(evaluate_policy(policy.eval(), setup, "dpo", beta=dpo_beta))
         else:

@@ -43,10 +43,14 @@ _KB_CACHE: dict[tuple, tuple] = {}
 
 
 def _sizes(size: str | None) -> dict:
-    return by_size(ci=dict(n_people=24, n_chars=60_000, steps=150, n_layer=2, n_embd=32, n_head=2),
+    from book.results import note
+
+    sizes = by_size(ci=dict(n_people=24, n_chars=60_000, steps=150, n_layer=2, n_embd=32, n_head=2),
                    laptop=dict(n_people=120, n_chars=800_000, steps=1500, n_layer=4, n_embd=128, n_head=4),
                    gpu=dict(n_people=400, n_chars=4_000_000, steps=4000, n_layer=6, n_embd=256, n_head=8),
                    size=size)
+    note(knowledge_base=sizes)
+    return sizes
 
 
 def _check_attributes(attributes) -> tuple[str, ...]:

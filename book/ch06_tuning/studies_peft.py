@@ -32,6 +32,7 @@ from minillm.finetune.chat import ChatTemplate, chat_tokenizer
 from minillm.finetune.peft import LoRAConfig, PromptTuning, apply_adapters, apply_lora, apply_prefix_tuning, peft_report
 from minillm.finetune.quant import QuantizedWeight, model_bytes, quantize_model
 from minillm.finetune.sft import instruction_data, pack, response_accuracy
+from book.results import note
 from book.runs import Run, train
 
 __all__ = ["PEFT_METHODS", "PEFT_RUN", "BASE_RUNS", "PEFTStudyConfig", "study_config", "pretrain_base",
@@ -126,7 +127,9 @@ def study_config(size: str | None = None, **overrides) -> PEFTStudyConfig:
                    gpu=dict(steps=1500, n_train=2048, n_eval=256), size=size)
     knobs = {**base, **overrides}
     run = knobs.pop("run", PEFT_RUN).replace(**{k: knobs.pop(k) for k in RUN_FIELDS if k in knobs})
-    return PEFTStudyConfig.from_dict({**knobs, "run": run})
+    cfg = PEFTStudyConfig.from_dict({**knobs, "run": run})
+    note(peft_study={k: v for k, v in vars(cfg).items() if k != "run"})  # the run is noted when it trains
+    return cfg
 
 
 def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -327,6 +330,8 @@ def quantization_cost(model: nn.Module, text: str, bits: Sequence[int] = (8, 4),
     tokenizer = tokenizer or chat_tokenizer()
     if not isinstance(text, str) or not text:
         raise ValueError("text must be a non-empty str of held-out text")
+    note(quantization={"bits": bits, "group_sizes": group_sizes, "heldout_chars": len(text),
+                       "max_windows": max_windows, "params": sum(p.numel() for p in model.parameters())})
     model.eval()
     ref_bytes = model_bytes(model)
     ref_loss = heldout_loss(model, text, tokenizer=tokenizer, max_windows=max_windows)

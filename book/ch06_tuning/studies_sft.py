@@ -45,6 +45,7 @@ from minillm.presets import by_size
 from minillm.finetune.chat import ChatTemplate
 from minillm.finetune.sft import SFT_TASKS, instruction_data, pack, response_accuracy
 from book.ch06_tuning.studies_peft import pretrain_base, pretraining_text
+from book.results import note
 from book.runs import Run, train
 
 __all__ = ["SFT_RUN", "SFTStudyConfig", "sft_study_config", "finetune_copy", "diversity_vs_count", "mixing_study",
@@ -104,7 +105,9 @@ def sft_study_config(size: str | None = None, **overrides) -> SFTStudyConfig:
                    gpu=dict(steps=1500, n_train=4096, n_eval=256, families="all"), size=size)
     knobs = {**base, **overrides}
     run = knobs.pop("run", SFT_RUN).replace(**{k: knobs.pop(k) for k in RUN_FIELDS if k in knobs})
-    return SFTStudyConfig.from_dict({**knobs, "run": run})  # unknown knob names raise a ValueError
+    cfg = SFTStudyConfig.from_dict({**knobs, "run": run})  # unknown knob names raise a ValueError
+    note(sft_study={k: v for k, v in vars(cfg).items() if k != "run"})  # the run is noted when it trains
+    return cfg
 
 
 def _int_tuple(name: str, v, lo: int, hi: int | None = None) -> tuple[int, ...]:

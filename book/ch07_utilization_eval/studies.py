@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from minillm.presets import by_size
+from book.results import note
 from book.runs import Run, size_label, train
 
 __all__ = ["STORY_KNOBS", "FACT_KNOBS", "DECODING_SETTINGS", "ChapterModel", "chapter_text", "chapter_models",
@@ -143,6 +144,8 @@ def decoding_sweep(cm: ChapterModel, settings=DECODING_SETTINGS, n_prompts: int 
     # stories run to ~300 characters (99th percentile 275): a shorter budget would cut valid ones off
     max_new_tokens = max_new_tokens or by_size(ci=60, laptop=300, gpu=300, size=size)
     prompts = story_prompts(n_prompts)
+    note(decoding={"model": cm.name, "n_prompts": n_prompts, "samples": samples, "max_new_tokens": max_new_tokens,
+                   "seed": seed})
     rows = []
     for label, kw in settings:  # a loop over strategies
         g = torch.Generator().manual_seed(seed)
@@ -167,6 +170,7 @@ def prompting_study(models: list[ChapterModel], n: int | None = None, shots=(0, 
     from minillm.evaluation.benchmarks import Arithmetic, run_benchmark
 
     n = n or by_size(ci=16, laptop=100, gpu=200, size=size)
+    note(prompting={"n": n, "shots": shots, "seed": seed, "models": [cm.name for cm in models]})
     rows = []
     for cm in models:  # a loop over models, then tasks
         base = {"model": cm.name, "params": cm.params}
@@ -190,6 +194,7 @@ def ppl_vs_accuracy(models: list[ChapterModel], n: int | None = None, seed: int 
     from minillm.evaluation.harness import perplexity
 
     n = n or by_size(ci=16, laptop=100, gpu=200, size=size)
+    note(ppl_vs_accuracy={"n": n, "heldout_chars": 50_000, "seed": seed, "models": [cm.name for cm in models]})
     rows = []
     for cm in models:  # a loop over models
         ppl = perplexity(cm.model, text=cm.val_text[:50_000], tokenizer=cm.tokenizer)

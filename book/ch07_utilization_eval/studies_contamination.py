@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from minillm.evaluation.benchmarks import EvalTask, FactsMC, score_items
 from minillm.evaluation.contamination import contaminated_text, contamination_report
+from book.results import note
 from book.runs import Run, train
 
 
@@ -43,6 +44,7 @@ def contamination_demo(size: str | None = None, seed: int = 0, task: EvalTask | 
     if unknown:
         raise ValueError(f"unknown override(s) {unknown}; valid: {sorted(knobs)}")
     knobs.update(overrides)
+    note(contamination={**knobs, "seed": seed})
     if knobs["n_items"] < 2:
         raise ValueError(f"n_items={knobs['n_items']} must be >= 2 (half are leaked, half stay clean)")
     task = task or FactsMC(world_seed=1000 + seed, n_people=knobs["n_people"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minillm.tools import CALL_CLOSE, CALL_OPEN, ANSWER_MARK, RESULT_MARK, evaluate_tools, tool_examples, tool_text
+from book.results import note
 from book.runs import Run, size_label, train
 
 
@@ -80,6 +81,8 @@ def tool_study(size: str | None = None, seed: int = 0, config: ToolStudyConfig |
     tok = emergence_tokenizer()
     texts = {arm: tool_text(cfg.n_train, seed, cfg.train_digits, with_tool=arm == "tool") for arm in ARMS}
     evals = {d: tool_examples(cfg.n_eval, seed, d) for d in cfg.eval_digits}
+    note(tools={"n_train": cfg.n_train, "train_digits": cfg.train_digits, "eval_digits": cfg.eval_digits,
+                "n_eval": cfg.n_eval, "seed": seed})
     rows = []
     for n_layer, n_embd in cfg.sizes:
         for arm in ARMS:
