@@ -38,11 +38,11 @@ def by_size(ci: T, laptop: T, gpu: T, size: str | None = None) -> T:
 
 # Architecture presets. Shapes follow the papers; vocab_size and block_size are overridden per dataset.
 MODEL_PRESETS: dict[str, dict] = {
-    # ~0.2M non-embedding params: CI smoke tests and the first chapter at `ci`.
+    # ~0.1M non-embedding params (100,096): CI smoke tests and the first chapter at `ci`.
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
-    # ~0.8M: nanoGPT's CPU Shakespeare config, a minute or two on a laptop.
+    # ~0.8M non-embedding (793,344): nanoGPT's CPU Shakespeare config, a minute or two on a laptop.
     "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
-    # ~10M: a real laptop run (tens of minutes) or seconds per step on a GPU.
+    # ~10M non-embedding (10,647,552): a real laptop run (tens of minutes) or seconds per step on a GPU.
     "medium": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
     # GPT-2 small (Radford et al. 2019): 124M params with the 50257 BPE vocabulary.
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),

@@ -75,3 +75,20 @@ def test_device_errors():
     assert autocast_dtype("auto", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(ValueError, match="fp16"):
         autocast_dtype("fp16", torch.device("cpu"))
+
+
+def test_preset_comments_state_their_parameter_counts():
+    """The comment above each small preset in presets.py gives its non-embedding parameter count exactly
+    ("(100,096)"); a changed shape without a changed comment fails here."""
+    import re
+    from pathlib import Path
+
+    from minillm import presets
+    from minillm.model.transformer import GPT
+
+    src = Path(presets.__file__).read_text(encoding="utf-8")
+    stated = {name: int(count.replace(",", "")) for count, name in
+              re.findall(r"#[^\n]*\(([\d,]+)\)[^\n]*\n\s*\"([\w-]+)\": dict", src)}
+    assert set(stated) >= {"tiny", "small", "medium"}, stated
+    for name, count in stated.items():
+        assert GPT(presets.model_preset(name, vocab_size=256)).num_params() == count, name
