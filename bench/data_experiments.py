@@ -30,35 +30,34 @@ OUT = results.path("data_experiments.jsonl", must_exist=False)
 RUN = Run(n_layer=2, n_embd=64, n_head=2, block_size=64, batch_size=16, steps=600)
 
 
-def duplication(out: str) -> None:
+def duplication() -> dict:
     t0 = time.perf_counter()
     rows = duplication_study((0.0, 0.25, 0.5, 0.75, 0.9), n_repeated=20, run=RUN)
     summary = {"run": asdict(RUN), "excess_by_dup_share": {f"{r['dup_share']:.2f}": round(r["excess"], 4) for r in rows},
                "seconds": round(time.perf_counter() - t0, 1)}
-    append_jsonl(out, {"experiment": "duplication", "summary": summary, "rows": rows, "provenance": provenance()})
     print("duplication: excess loss by share of repeated data " + str(summary["excess_by_dup_share"]), flush=True)
+    return {"experiment": "duplication", "summary": summary, "rows": rows}
 
 
-def mixture(out: str) -> None:
+def mixture() -> dict:
     t0 = time.perf_counter()
     rows = mixture_sweep(simplex_grid(3, 7), RUN, progress=True)
     laws = {d: fit_mixing_law(rows, d, key="excess") for d in rows[0]["weights"]}
     summary = {"run": asdict(RUN), "laws": {d: asdict(law) for d, law in laws.items()},
                "seconds": round(time.perf_counter() - t0, 1)}
-    append_jsonl(out, {"experiment": "mixture", "summary": summary, "rows": rows, "provenance": provenance()})
     print("mixture: law rmse " + ", ".join(f"{d}: {law.rmse:.4f}" for d, law in laws.items()), flush=True)
+    return {"experiment": "mixture", "summary": summary, "rows": rows}
 
 
-def raw_vs_clean(out: str) -> None:
+def raw_vs_clean() -> dict:
     from book.ch03_data.studies_crawl import crawl_experiment
 
     t0 = time.perf_counter()
     result = crawl_experiment(n_pages=3000, seed=0, run=RUN)
     summary = {"run": asdict(RUN), **{k: v for k, v in result.items() if k != "stages"},
                "seconds": round(time.perf_counter() - t0, 1)}
-    append_jsonl(out, {"experiment": "raw_vs_clean", "summary": summary, "rows": result["stages"],
-                       "provenance": provenance()})
     print(f"raw vs clean: {summary['clean_minus_raw']}", flush=True)
+    return {"experiment": "raw_vs_clean", "summary": summary, "rows": result["stages"]}
 
 
 def main() -> None:
@@ -70,7 +69,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for name, fn in (("duplication", duplication), ("mixture", mixture), ("raw_vs_clean", raw_vs_clean)):
         if not args.only or name in args.only:
-            fn(args.out)
+            with results.recording() as settings:  # every run it trains, for the record
+                record = fn()
+            append_jsonl(args.out, {**record, "settings": settings, "provenance": provenance()})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 2. Knowledge capacity: four sizes (3k to 100k non-embedding parameters) on a 300-person world with whole-word
    BPE tokens, ~1000 exposures per fact, bits stored at 100, 300 and 1000 exposures (to see saturation).
 
-Appends to bench/results/scaling_studies.jsonl: {"study": ..., "rows": [...], "summary": ..., "provenance": ...}.
+Appends to bench/results/scaling_studies.jsonl: {"study", "rows", "summary", "settings" (every run trained,
+book.results.recording), "provenance"}.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def main() -> None:
 
     if args.only in (None, "data"):
         t0 = time.perf_counter()
-        rows = data_scaling_curve(1, 48, 1, (5, 10, 20, 40, 80, 160, 320), progress=True)
+        with results.recording() as recorded:  # every run it trains, for the record
+            rows = data_scaling_curve(1, 48, 1, (5, 10, 20, 40, 80, 160, 320), progress=True)
         decades = improvement_per_decade(rows)
         own = [r for r in rows if r["schedule"] == "own_cosine"]
         seconds = time.perf_counter() - t0
@@ -42,7 +44,7 @@ def main() -> None:
                    "val_loss_by_tokens_per_param": {f"{r['tokens_per_param']:.0f}": round(r["val_loss"], 4)
                                                     for r in own},
                    "per_step": decades, "seconds": round(seconds, 1)}
-        append_jsonl(args.out, {"study": "data_scaling", "summary": summary, "rows": rows,
+        append_jsonl(args.out, {"study": "data_scaling", "summary": summary, "rows": rows, "settings": recorded,
                                 "provenance": provenance()})
         print("data scaling: " + ", ".join(f"{k} tok/param -> {v}" for k, v in
                                           summary["val_loss_by_tokens_per_param"].items())
@@ -51,7 +53,8 @@ def main() -> None:
     if args.only in (None, "knowledge"):
         t0 = time.perf_counter()
         settings = dict(n_people=300, exposures=1000, measure_at=(0.1, 0.3, 1.0), tokenizer="bpe", block_size=32)
-        rows = knowledge_capacity([(1, 16, 1), (2, 16, 1), (2, 32, 1), (2, 64, 2)], progress=True, **settings)
+        with results.recording() as recorded:
+            rows = knowledge_capacity([(1, 16, 1), (2, 16, 1), (2, 32, 1), (2, 64, 2)], progress=True, **settings)
         seconds = time.perf_counter() - t0
         final = [r for r in rows if r["steps"] == max(x["steps"] for x in rows)]
         summary = {"settings": settings, "world_bits_vs_prior": final[0]["total_bits_vs_prior"],
@@ -60,7 +63,7 @@ def main() -> None:
                    "bits_per_param": {f"L{r['n_layer']}E{r['n_embd']}": round(r["bits_per_param"], 4) for r in final},
                    "seconds": round(seconds, 1)}
         append_jsonl(args.out, {"study": "knowledge_capacity", "summary": summary, "rows": rows,
-                                "provenance": provenance()})
+                                "settings": [settings, *recorded], "provenance": provenance()})
         print("knowledge capacity: " + ", ".join(f"{k}: {v:.3f} bits/param" for k, v in
                                                  summary["bits_per_param"].items())
               + f" (published ~2; world holds {summary['world_bits_vs_prior']:.0f} bits; {seconds:.0f} s)", flush=True)
