@@ -206,7 +206,8 @@ def default_chunk(m: int, n: int, v: int) -> int:
     return min(m, 1 << max(0, (-(-m // min(-(-v // n), 8)) - 1).bit_length()))
 
 
-def _linear_cross_entropy(impl: str, m: int, n: int, v: int, b: int, train: bool) -> list[Pass]:
+def _linear_cross_entropy(impl: str, m: int, n: int, v: int, b: int, train: bool,
+                          chunk: int | None = None) -> list[Pass]:
     mm = 2 * m * n * v  # FLOPs of one of the three (m, n) x (n, v) matmuls
     if impl == "eager":
         fwd = [Pass("logits = h @ W.T", (m * n + v * n) * b, m * v * b, mm)] + _cross_entropy("eager", m, v, b, False)
@@ -216,7 +217,7 @@ def _linear_cross_entropy(impl: str, m: int, n: int, v: int, b: int, train: bool
         return fwd + (bwd if train else [])
     # fused: gradients are made in the forward, chunk by chunk; every chunk re-reads W and updates the fp32
     # dW accumulator, which is what chunking costs. Backward scales dh and dW by grad_output (skipped when 1).
-    chunks = -(-m // default_chunk(m, n, v))
+    chunks = -(-m // (chunk or default_chunk(m, n, v)))
     logits = Pass("chunk logits", m * n * b + chunks * v * n * b, m * v * b, mm)
     if not train:  # loss only: one online-softmax pass over each chunk's logits
         return [logits, Pass("chunk CE (loss only)", m * v * b + m * 8, m * FP32, 5 * m * v)]
@@ -291,3 +292,44 @@ def roofline_table(device: str | Device, rows: int, hidden: int, dtype_bytes: in
             "speedup": eager.time(d) / fused.time(d),
         })
     return out
+
+
+# ----------------------------------------------------------------------------------------- the chapter's prose
+
+LLAMA_8B_STEP = dict(rows=8192, hidden=4096, vocab=128256)  # chapter 08's shape: 8 x 1024 tokens, width 4096, bf16
+
+
+def chapter_numbers(device: str = "H100 SXM") -> dict:
+    """The model's numbers that chapter 08's markdown quotes, for its keys `@book.ch08_kernels.studies:
+    chapter_numbers/PATH` (book/prose.py): the Llama-3-8B-sized training step of `LLAMA_8B_STEP` on `device`.
+    No GPU record exists; these are the roofline predictions the chapter's code cells print."""
+    d, s = get_device(device), LLAMA_8B_STEP
+    m, n, v, b = s["rows"], s["hidden"], s["vocab"], 2
+    cost = {op: {impl: op_cost(op, impl, **s) for impl in IMPLS} for op in OPS}
+    memory_bound = ("rmsnorm", "swiglu", "rope", "cross_entropy")
+    rms_fwd = op_cost("rmsnorm", "eager", m, n, phase="forward")
+    # Liger-Kernel's chunk rule without minillm's cap of 8 chunks: next power of two of m / ceil(v / n)
+    liger = lambda m_, n_, v_: min(m_, 1 << max(0, (-(-m_ // -(-v_ // n_)) - 1).bit_length()))  # noqa: E731
+    lce_time = lambda chunk=None: sum(roofline_time(p.bytes, p.flops, d)  # noqa: E731
+                                      for p in _linear_cross_entropy("fused", m, n, v, b, True, chunk))
+    lce_e, lce_f = cost["linear_cross_entropy"]["eager"], cost["linear_cross_entropy"]["fused"]
+    matmul_flops = 3 * 2 * m * n * v  # logits, dh, dW
+    return {
+        "ridge": d.ridge,
+        "speedup": {op: fusion_speedup(op, d, **s) for op in OPS},
+        # bytes moved over one activation-sized tensor (rows x hidden in bf16): "28 passes down to 5"
+        "passes": {op: {impl: c.bytes / (m * n * b) for impl, c in cost[op].items()} for op in ("rmsnorm",)},
+        "rmsnorm_eager_kernels": {"forward": len(rms_fwd.passes),
+                                  "backward": len(cost["rmsnorm"]["eager"].passes) - len(rms_fwd.passes)},
+        "memory_bound_intensity": {"min": min(cost[op]["fused"].intensity for op in memory_bound),
+                                   "max": max(cost[op]["fused"].intensity for op in memory_bound)},
+        "matmul_64_rows_intensity": op_cost("matmul", "fused", 64, n).intensity,
+        "llama3_8b_logits_gb": 8 * 8192 * v * FP32 / 1e9,  # 8 sequences of 8192 tokens, fp32 logits
+        "linear_ce": {
+            "eager_largest_gb": lce_e.largest_buffer / 1e9, "fused_largest_gb": lce_f.largest_buffer / 1e9,
+            "bytes_ratio": lce_f.bytes / lce_e.bytes,
+            "matmul_tflop": matmul_flops / 1e12, "matmul_ms": matmul_flops / d.peak_flops * 1e3,
+            "liger_chunks": -(-m // liger(m, n, v)), "liger_chunks_gpt2": -(-m // liger(m, 768, 50257)),
+            "liger_slowdown": lce_time(liger(m, n, v)) / lce_e.time(d),
+        },
+    }

@@ -1,10 +1,17 @@
 """Lab 08 checks: a student's Triton kernels for SwiGLU and the RMSNorm forward pass (Survey §4.2.2 RMSNorm and
 SwiGLU; Survey §4.3, efficient training: fused kernels).
 
-The function under test is the student's *launcher* (a plain Python callable that runs their @triton.jit kernel),
-so these checks grade anything with the right signature: a Triton launcher in the lab, or a few lines of torch in
-the tests. Inputs live on CUDA when there is a GPU and on the CPU otherwise, where the kernel must have been
-defined under Triton's interpreter (`minillm.kernels.use_interpreter()` before the @triton.jit cell).
+The function under test is the student's *launcher* (a plain Python callable that runs their @triton.jit kernel).
+Right values are not enough: while the launcher runs, every Triton launch is recorded (`kernel_launches`, which
+wraps `run` of Triton's JITFunction and of the interpreter's InterpretedFunction), and a case passes only if the
+launcher launched a kernel of its own (one not defined in minillm, triton or torch) and returned a tensor that such
+a launch was given, i.e. wrote. So a few lines of PyTorch with the right result fail with "computed the right values
+but launched no Triton kernel", and so does a call of minillm's own kernels. Every case's values are compared
+first, the launches after the last case, so a wrong answer gets the hint of its mistake whatever computed it.
+
+Inputs live on CUDA when there is a GPU and on the CPU otherwise, where the kernel must have been defined under
+Triton's interpreter (`minillm.kernels.use_interpreter()` before the @triton.jit cell; the test suite sets
+TRITON_INTERPRET=1).
 
 The cases are chosen so that each classic kernel mistake fails somewhere: one row, widths that are not a power
 of two (33, 130: the masked tail), a 3-D input (flatten the leading dims), bf16 (the fp32 cast), small activations
@@ -13,7 +20,9 @@ of two (33, 130: the masked tail), a 3-D input (flatten the leading dims), bf16 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +88,117 @@ def launch(fn: Callable[..., Any], *args: Any) -> Any:
         raise
 
 
+# Kernels defined in these packages are not the student's: calling minillm.kernels.ops.swiglu is not writing one.
+_LIBRARIES = ("minillm", "triton", "torch")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One Triton launch seen by `kernel_launches`: the kernel's name, whether the student wrote it, and the
+    storages of the tensors it was given (what it could read or write)."""
+
+    name: str
+    own: bool
+    storages: frozenset[int]
+
+
+def _is_own(kernel: Any) -> bool:
+    module = getattr(getattr(kernel, "fn", None), "__module__", None) or ""  # None when exec'd without __name__
+    return module.split(".")[0] not in _LIBRARIES
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+@contextmanager
+def kernel_launches() -> Iterator[list[Launch]]:
+    """Record every @triton.jit launch (`kernel[grid](...)`) made inside the block, compiled or interpreted.
+
+    Triton launches a kernel through `run` of its JITFunction (compiled; autotuned kernels end there too) or of its
+    InterpretedFunction (TRITON_INTERPRET=1); both are wrapped for the duration of the block, then restored.
+    A call of one @triton.jit function from inside another is not a launch and is not recorded."""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    seen: list[Launch] = []
+    saved = [(cls, cls.__dict__["run"]) for cls in (JITFunction, InterpretedFunction)]
+
+    def recording(run: Callable[..., Any]) -> Callable[..., Any]:
+        def run_and_record(kernel: Any, *args: Any, **kwargs: Any) -> Any:
+            if not kwargs.get("warmup", False):
+                tensors = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a)]
+                seen.append(Launch(getattr(kernel, "__name__", repr(kernel)), _is_own(kernel),
+                                   frozenset(_storage(t) for t in tensors)))
+            return run(kernel, *args, **kwargs)
+        return run_and_record
+
+    try:
+        for cls, run in saved:
+            cls.run = recording(run)
+        yield seen
+    finally:
+        for cls, run in saved:
+            cls.run = run
+
+
+@dataclass(frozen=True)
+class _Launched:
+    """What the runner hands the comparison: the launcher's output and the launches it made."""
+
+    out: Any
+    launches: list[Launch] = field(default_factory=list)
+
+
+def launch_recorded(fn: Callable[..., Any], *args: Any) -> _Launched:
+    """The checks' runner: `launch(fn, *args)` inside `kernel_launches()`."""
+    with kernel_launches() as seen:
+        out = launch(fn, *args)
+    return _Launched(out, list(seen))
+
+
+_NO_KERNEL = ("Compute the output in your @triton.jit kernel and launch it from this function, "
+              "kernel[grid](...), on the output buffer you return (y = torch.empty_like(x)); PyTorch ops, or "
+              "minillm's own kernels, do not count.")
+
+
+def own_kernel_problem(run: _Launched, y: torch.Tensor) -> str | None:
+    """None when `run` launched a kernel of the student's own that was given the storage of `y`; else what is wrong."""
+    own = [k for k in run.launches if k.own]
+    if not own:
+        others = sorted({k.name for k in run.launches})
+        return (f"only library kernels ({', '.join(others)}), none of your own" if others
+                else "no @triton.jit kernel was launched while it ran")
+    if not any(_storage(y) in k.storages for k in own):
+        names = ", ".join(sorted({k.name for k in own}))
+        return f"it launched {names}, but the tensor it returned was not given to that kernel"
+    return None
+
+
+# check name -> [(case label, problem)]: the cases whose right values came without a kernel of the student's own.
+# Kept until the check's last case, so that every case's values are compared first (a wrong answer gets its
+# mistake's hint, whatever computed it); reset at the check's first case.
+_NO_KERNEL_CASES: dict[str, list[tuple[str, str]]] = {}
+
+
+def require_own_kernel(run: _Launched, y: torch.Tensor, spec: Check, case: Case) -> None:
+    """Note a case whose right `y` no Triton kernel of the student's own wrote; at the check's last case, raise if
+    any case was noted (after every case's values were found right)."""
+    if case is spec.cases[0]:
+        _NO_KERNEL_CASES[spec.name] = []
+    noted = _NO_KERNEL_CASES.setdefault(spec.name, [])
+    problem = own_kernel_problem(run, y)
+    if problem is not None:
+        noted.append((case.label, problem))
+    if case is spec.cases[-1] and noted:
+        _NO_KERNEL_CASES[spec.name] = []
+        first, problem = noted[0]
+        where = (f"in all {len(spec.cases)} cases" if len(noted) == len(spec.cases)
+                 else f"in {len(noted)} of {len(spec.cases)} cases, the first '{first}'")
+        raise _Mismatch(f"your function computed the right values but launched no Triton kernel of its own: "
+                        f"{problem} ({where})", _NO_KERNEL)
+
+
 def _unpack(got: Any) -> tuple[Any, Any]:
     """(y, rstd or None): an RMSNorm launcher may return y alone or (y, rstd)."""
     if isinstance(got, (tuple, list)):
@@ -99,7 +219,11 @@ def compare_kernel_output(got: Any, expected: torch.Tensor, spec: Check, case: C
                           allow_rstd: bool = False) -> float:
     """Type, shape, dtype, device, NaN and values, with dtype-aware tolerances; on a value mismatch, the hint of
     the first mistake formula that reproduces the student's output. Returns the largest error relative to
-    1 + |expected| (what the PASS line reports)."""
+    1 + |expected| (what the PASS line reports). `got` may be the runner's `_Launched`: then, once the values are
+    right, the output must also have been written by a Triton kernel of the student's own: checked after the last
+    case, so that every case's values are compared first (`require_own_kernel`)."""
+    run = got if isinstance(got, _Launched) else None
+    got = run.out if run is not None else got
     got, rstd = _unpack(got) if allow_rstd else (got, None)
     if not torch.is_tensor(got):
         raise _Mismatch(f"expected a torch.Tensor, got {type(got).__name__}", "Return the output tensor y.")
@@ -138,6 +262,8 @@ def compare_kernel_output(got: Any, expected: torch.Tensor, spec: Check, case: C
                 rstd.detach().float().flatten().cpu(), want.cpu(), atol=1e-5, rtol=1e-5):
             raise _Mismatch("y is right but the rstd you return is not 1/sqrt(mean(x^2) + eps) per row (fp32)",
                             "Store rstd for each row (shape (rows,), fp32), or return y alone.")
+    if run is not None:
+        require_own_kernel(run, got, spec, case)
     return worst
 
 
@@ -233,11 +359,11 @@ def _register_lab08() -> None:
     register_check(Check(
         name="swiglu_kernel",
         summary="swiglu_kernel: your launcher student_swiglu(a, b) -> silu(a) * b (a's shape and dtype), "
-                "computed by a @triton.jit kernel over a 1-D grid of blocks",
+                "computed by your own @triton.jit kernel over a 1-D grid of blocks (PyTorch ops do not pass)",
         hint="offs = pid * BLOCK + tl.arange(0, BLOCK); mask = offs < n; load a and b with the mask and "
              ".to(tl.float32); y = a * tl.sigmoid(a) * b; store y.to(Y.dtype.element_ty) with the mask. "
              "Launch grid = (triton.cdiv(a.numel(), BLOCK),) on contiguous inputs.",
-        reference=swiglu_reference, compare=_compare_swiglu, runner=launch,
+        reference=swiglu_reference, compare=_compare_swiglu, runner=launch_recorded,
         cases=(
             Case("one row of 64 (fp32)", lambda: _swiglu_args(0, 1, 64)),
             Case("(4, 33) fp32: 132 elements, not a multiple of the block", lambda: _swiglu_args(1, 4, 33), _MASK),
@@ -251,11 +377,12 @@ def _register_lab08() -> None:
     register_check(Check(
         name="rms_norm_kernel",
         summary="rms_norm_kernel: your launcher student_rms_norm(x, weight, eps) -> x / sqrt(mean(x^2) + eps) * "
-                "weight over the last dim (x's shape and dtype), one Triton program per row",
+                "weight over the last dim (x's shape and dtype), by your own @triton.jit kernel, one program per row "
+                "(PyTorch ops do not pass)",
         hint="View x as (rows, n_cols); one program per row at X + row * stride; BLOCK = "
              "triton.next_power_of_2(n_cols); load with mask=cols < n_cols, other=0.0, in fp32; "
              "rstd = 1 / tl.sqrt(tl.sum(x * x, axis=0) / n_cols + eps); store (x * rstd * w) in Y's dtype.",
-        reference=rms_norm_reference, compare=_compare_rms, runner=launch,
+        reference=rms_norm_reference, compare=_compare_rms, runner=launch_recorded,
         cases=(
             Case("one row of 64 (fp32, a power of two)", lambda: _rms_args(0, 1, 64)),
             Case("(4, 33) fp32: width 33 is not a power of two", lambda: _rms_args(1, 4, 33), _MASK),
@@ -285,4 +412,5 @@ def check_rms_norm(fn: Callable[..., torch.Tensor]) -> None:
 
 
 __all__ = ["check_swiglu", "check_rms_norm", "swiglu_reference", "rms_norm_reference", "launch",
+           "launch_recorded", "kernel_launches", "Launch", "own_kernel_problem", "require_own_kernel",
            "compare_kernel_output", "SWIGLU_MISTAKES", "RMS_MISTAKES"]

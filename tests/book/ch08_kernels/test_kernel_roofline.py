@@ -137,3 +137,18 @@ def test_default_chunk_is_the_one_the_kernel_uses():
 
     for m, n, v in [(8192, 768, 50304), (8192, 4096, 128256), (5, 4096, 32), (100, 7, 1000), (1, 64, 100000)]:
         assert rl.default_chunk(m, n, v) == default_chunk_size(m, v, n), (m, n, v)
+
+
+def test_chapter_numbers_are_the_models_predictions():
+    """What chapter 08's prose keys quote (`@book.ch08_kernels.studies:chapter_numbers/...`) is what its cells print."""
+    nums = rl.chapter_numbers()
+    table = {r["op"]: r for r in rl.roofline_table("H100 SXM", **rl.LLAMA_8B_STEP)}
+    assert nums["speedup"] == pytest.approx({op: r["speedup"] for op, r in table.items()})
+    assert nums["ridge"] == pytest.approx(989 / 3.35)
+    assert nums["rmsnorm_eager_kernels"] == {"forward": 6, "backward": 11}
+    assert round(nums["passes"]["rmsnorm"]["eager"]) == 28 and round(nums["passes"]["rmsnorm"]["fused"]) == 5
+    lce = nums["linear_ce"]
+    assert (lce["liger_chunks"], lce["liger_chunks_gpt2"]) == (32, 64)  # ceil(V / C) chunks, rounded to powers of two
+    capped = table["linear_cross_entropy"]["fused ms"] / table["linear_cross_entropy"]["eager ms"]
+    assert lce["liger_slowdown"] > 1.5 and capped < 1.1  # uncapped ~2x slower than eager; capped about as fast
+    assert lce["fused_largest_gb"] * 8 == pytest.approx(lce["eager_largest_gb"])  # the cap of 8 chunks binds here

@@ -1,8 +1,12 @@
-"""Lab 08 checks (Survey §4.2.2, §4.3): a real Triton solution passes; each classic kernel mistake fails with the
-hint that names it. The wrong answers are written in torch (the checks grade any callable); the right ones are
-Triton kernels, run in the interpreter when there is no GPU."""
+"""Lab 08 checks (Survey §4.2.2, §4.3): a real Triton solution passes (the tests' own and the solution notebook's);
+right values computed without a Triton kernel of the student's own fail; each classic kernel mistake fails with the
+hint that names it. The wrong answers are written in torch (values are compared before launches are); the right
+ones are Triton kernels, run in the interpreter when there is no GPU."""
+import linecache
 import os
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +18,8 @@ triton = pytest.importorskip("triton", reason="Triton is not installed (it is a 
 import triton.language as tl  # noqa: E402
 
 from book import grading  # noqa: E402
-from book.grading.lab08 import check_rms_norm, check_swiglu, rms_norm_reference, swiglu_reference  # noqa: E402
+from book.grading.lab08 import (check_rms_norm, check_swiglu, kernel_launches, rms_norm_reference,  # noqa: E402
+                                swiglu_reference)
 
 # ------------------------------------------------------------------------------------------------ right answers
 
@@ -71,13 +76,90 @@ def stub_kernel_launcher(x, weight, eps):  # the launcher is written, the kernel
 
 
 @pytest.mark.parametrize("name, fn", [
-    ("swiglu_kernel", swiglu_reference), ("swiglu_kernel", triton_swiglu),
-    ("rms_norm_kernel", rms_norm_reference), ("rms_norm_kernel", triton_rms_norm),
+    ("swiglu_kernel", triton_swiglu), ("rms_norm_kernel", triton_rms_norm),
     ("rms_norm_kernel", triton_rms_norm_with_rstd),  # returning rstd too is allowed
 ])
 def test_right_answers_pass(name, fn, capsys):
     grading.check(name, fn)
     assert capsys.readouterr().out.startswith(f"PASS {name}: ")
+
+
+SOLUTION = Path(__file__).resolve().parents[3] / "labs" / "solutions" / "08_kernels.ipynb"
+
+
+def _solution_namespace():
+    """The solution notebook's exercise cells (kernels and launchers), run as the lab runs them: each cell's text is
+    registered under its own file name, as IPython does, since @triton.jit reads its function's source."""
+    namespace = {"torch": torch}
+    for i, cell in enumerate(nbformat.read(SOLUTION, as_version=4).cells):
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            filename = f"<{SOLUTION.name}, cell {i}>"
+            linecache.cache[filename] = (len(cell.source), None, cell.source.splitlines(True), filename)
+            exec(compile(cell.source, filename, "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("name, launcher", [("swiglu_kernel", "student_swiglu"),
+                                            ("rms_norm_kernel", "student_rms_norm")])
+def test_the_solution_notebooks_kernels_pass(name, launcher, capsys):
+    grading.check(name, _solution_namespace()[launcher])
+    assert capsys.readouterr().out.startswith(f"PASS {name}: ")
+
+
+# ----------------------------------------------------------------------------------------- no kernel of one's own
+
+
+def rms_norm_by_library_kernel(x, w, eps):  # right values, from minillm's kernel, not the student's
+    from minillm.kernels import ops
+
+    return ops.rms_norm(x, w, eps)
+
+
+def swiglu_by_library_kernel(a, b):
+    from minillm.kernels import ops
+
+    return ops.swiglu(a, b)
+
+
+def swiglu_kernel_on_the_side(a, b):  # launches a kernel of its own, but returns what torch computed
+    triton_swiglu(a, b)
+    return swiglu_reference(a, b)
+
+
+@pytest.mark.parametrize("name, fn, message", [
+    ("swiglu_kernel", swiglu_reference, "no @triton.jit kernel was launched"),
+    ("swiglu_kernel", lambda a, b: (F.silu(a.float()) * b.float()).to(a.dtype), "no @triton.jit kernel was launched"),
+    ("rms_norm_kernel", rms_norm_reference, "no @triton.jit kernel was launched"),
+    ("rms_norm_kernel", lambda x, w, eps: (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+                                           * w.float()).to(x.dtype), "no @triton.jit kernel was launched"),
+    ("rms_norm_kernel", rms_norm_by_library_kernel, "only library kernels (_rms_norm_fwd_kernel)"),
+    ("swiglu_kernel", swiglu_by_library_kernel, "only library kernels (_swiglu_fwd_kernel)"),
+    ("swiglu_kernel", swiglu_kernel_on_the_side, "_swiglu_kernel, but the tensor it returned was not given to"),
+    ("swiglu_kernel", lambda a, b: triton_swiglu(a, b) if a.dtype == torch.float32 else swiglu_reference(a, b),
+     "no @triton.jit kernel was launched while it ran (in 1 of 5 cases, the first '(3, 130) bf16')"),
+], ids=["swiglu_torch_reference", "swiglu_torch", "rms_torch_reference", "rms_torch", "rms_minillm_kernel",
+        "swiglu_minillm_kernel", "kernel_on_the_side", "torch_for_bf16_only"])
+def test_right_values_without_a_kernel_of_ones_own_fail(name, fn, message, capsys):
+    with pytest.raises(AssertionError, match="computed the right values but launched no Triton kernel of its own"):
+        grading.check(name, fn)
+    out = capsys.readouterr().out
+    assert out.startswith(f"FAIL {name}: case '") and message in out, out
+    assert "launch it from this function, kernel[grid](...)" in out, out
+    grading.check(name, triton_swiglu if name == "swiglu_kernel" else triton_rms_norm)  # nothing left over
+
+
+def test_kernel_launches_records_launches_not_device_calls_and_restores_triton():
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    runs = (JITFunction.run, InterpretedFunction.run)
+    a = b = torch.randn(2, 3)
+    with kernel_launches() as seen:
+        y = triton_swiglu(a, b)
+        triton_rms_norm(a, torch.ones(3), 1e-5)
+    assert [(k.name, k.own) for k in seen] == [("_swiglu_kernel", True), ("_rms_kernel", True)]
+    assert y.untyped_storage().data_ptr() in seen[0].storages
+    assert (JITFunction.run, InterpretedFunction.run) == runs
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.bfloat16, 2 ** -7)])
