@@ -110,7 +110,7 @@ def _select(rows: Any, sel: str, where: str) -> Any:
 
 
 def _walk(obj: Any, path: str, where: str) -> Any:
-    for seg in filter(None, path.split(".")):
+    for seg in filter(None, re.split(r"\.(?![^\[]*\])", path)):  # dots inside [...] are values: [lr=0.01]
         m = _SEGMENT.match(seg)
         if not m:
             raise KeyError(f"{where}: cannot read path segment {seg!r}")

@@ -262,9 +262,10 @@ def _note_run(run: Run, model: nn.Module, data: str, overrides: Mapping[str, Any
 
     cfg = model.config
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size") if hasattr(cfg, k)}
-    note(train=data, **shape, params=sum(p.numel() for p in model.parameters()), steps=run.steps,
-         batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps, seed=run.seed,
-         eval_windows=run.eval_windows, **dict(overrides))
+    settings = dict(train=data, **shape, params=sum(p.numel() for p in model.parameters()), steps=run.steps,
+                    batch_size=run.batch_size, lr=run.lr, warmup_steps=run.warmup_steps, seed=run.seed,
+                    eval_windows=run.eval_windows)
+    note(**{**settings, **dict(overrides)})  # a TrainConfig override (lr=, warmup_steps=) is what trained
 
 
 def train(run: Run, data: Any, *, val: Any = None, val_fraction: float = 0.05, tokenizer: Any = None,

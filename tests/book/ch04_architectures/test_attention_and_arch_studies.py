@@ -1,5 +1,5 @@
 """Tests of the attention and architecture studies (book.ch04_architectures.studies_attention, studies_arch) and their
-figures (study_plots_b): exact formulas against masks and allocated tensors, row shapes on tiny runs."""
+figures (plots_attention): exact formulas against masks and allocated tensors, row shapes on tiny runs."""
 import json
 import math
 
