@@ -1,4 +1,4 @@
-"""Figures and the mixture widget of chapter 03's training experiments (Survey §4.1.3-4.1.4).
+"""Figures and the mixture widget of chapter 03's training experiments (Survey §4.1.2-4.1.3).
 
 - `shipped_experiments` reads the records measured for this book (bench/results/data_experiments.jsonl).
 - `plot_duplication`: excess loss against the share of repeated data, yours beside the shipped run.

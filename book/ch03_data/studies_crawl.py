@@ -1,4 +1,4 @@
-"""The cleaned crawl against the raw one (Survey §4.1.2-§4.1.4): does cleaning buy a better model?
+"""The cleaned crawl against the raw one (Survey §4.1.2): does cleaning buy a better model?
 
 `crawl_experiment` runs `minillm.data.curation`'s pipeline on a synthetic crawl, trains the same small GPT on the
 raw extracted text and on the pipeline's output (same token budget) and scores both on fresh clean text.

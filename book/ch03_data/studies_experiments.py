@@ -1,5 +1,5 @@
-"""Training experiments on data choices. Survey §4.1.4 ("effect of pre-training data on LLMs": mixture of
-sources, amount, quality, duplicates) and §4.1.2 (why cleaning and de-duplication are worth their cost).
+"""Training experiments on data choices. Survey §4.1.2 (data preprocessing: why quality filtering and
+de-duplication are worth their cost) and §4.1.3 (data scheduling: the mixture of sources, `studies_mixture`).
 
 Every experiment here trains the *same* small GPT for the *same* number of tokens and changes only the data,
 then scores held-out text whose exact entropy we know (our synthetic generators give it), so a difference in
@@ -10,6 +10,7 @@ loss is the data's doing and "excess loss" (loss minus the floor) says how far f
 - `duplication_study`: same token budget, a growing share of it spent on a few documents repeated many times
   (Hernandez et al. 2022; Lee et al. 2022: repeated data hurts more than its share suggests).
 - `raw_vs_clean`: train on everything a crawl extracted vs only what the cleaning pipeline kept.
+- `shipped_duplication`: the shipped duplication rows keyed by the share of repeats in percent (prose keys).
 
 Characters are the tokens (one shared `CharTokenizer` over every text an experiment touches) so losses are
 nats per character and comparable across arms.
@@ -135,3 +136,13 @@ def raw_vs_clean(raw_docs: Sequence[str], clean_docs: Sequence[str], eval_sets: 
     return {"raw": raw["losses"], "clean": clean["losses"],
             "clean_minus_raw": {k: clean["losses"][k] - raw["losses"][k] for k in raw["losses"]},
             "raw_epochs": raw["epochs"], "clean_epochs": clean["epochs"], "tokens": run.tokens}
+
+
+def shipped_duplication() -> dict:
+    """The newest shipped duplication study (bench/results/data_experiments.jsonl) as {"rows": [...]}, each row
+    with `repeats_pct` (dup_share × 100, rounded) added, since a prose key's selector cannot hold a decimal point:
+    `@book.ch03_data.studies_experiments:shipped_duplication/rows[repeats_pct=25].excess`."""
+    from book import results
+
+    rows = results.latest("data_experiments.jsonl", key="experiment")["duplication"]["rows"]
+    return {"rows": [{**r, "repeats_pct": round(100 * r["dup_share"])} for r in rows]}

@@ -30,7 +30,9 @@ Kinds (`train_tokenizer(kind, ...)`), and whether decode(encode(x)) == x:
 
 With normalization="nfkc" the text is NFKC-normalized before tokenizing (HF `normalizers.NFKC()` in the HF
 pipelines, `unicodedata.normalize` before "bpe" and "char"), so decode returns the normalized text, not
-the input. Note that NFKC also turns Chinese full-width punctuation such as "，" (U+FF0C) into ASCII ",".
+the input. Note that NFKC also turns Chinese full-width punctuation such as "，" (U+FF0C) into ASCII ",":
+`nfkc_changes` lists what it changes in a text, `nfkc_mismatch` measures what that does to a tokenizer trained
+on Chinese as written (Survey §4.1.2 warns that normalization can degrade tokenization).
 """
 
 from __future__ import annotations
@@ -405,4 +407,62 @@ def normalization_effect(kind: str, vocab_size: int, texts: Sequence[str], share
         rows.append({"setting": setting, "normalization": norm, "share": share, "vocab_size": tok.vocab_size,
                      "tokens_per_char": 1.0 / c["chars_per_token"], "bytes_per_token": c["bytes_per_token"],
                      "fullwidth_slots": fullwidth_slots(tok)})
+    return rows
+
+
+# ---- Unicode normalization: what else NFKC changes ----------------------------------------------
+
+
+def nfkc_changes(text: str) -> list[dict[str, str]]:
+    """Every distinct character of `text` that NFKC changes, in order of first appearance.
+
+    Rows: char, nfkc (what it becomes), code_point ("U+FF0C"), name (its Unicode name). NFKC folds
+    full-width Latin letters and digits ("Ｎ", "３"), ligatures ("ﬁ") and superscripts ("²" -> "2") into ASCII,
+    and with them Chinese full-width punctuation "，：；？！（）"; the ideographic full stop "。" (U+3002), "、" and
+    the corner brackets have no compatibility mapping and stay, so normalized Chinese text mixes two
+    punctuation systems.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"nfkc_changes needs a str, got {type(text).__name__}")
+    check_no_surrogates(text)
+    rows = []
+    for ch in dict.fromkeys(text):  # distinct characters, first-appearance order
+        folded = unicodedata.normalize("NFKC", ch)
+        if folded != ch:
+            rows.append({"char": ch, "nfkc": folded, "code_point": f"U+{ord(ch):04X}",
+                         "name": unicodedata.name(ch, "?")})
+    return rows
+
+
+def nfkc_mismatch(kind: str, vocab_size: int, train_texts: Sequence[str],
+                  eval_texts: Sequence[str]) -> list[dict[str, Any]]:
+    """A tokenizer trained on text as written, fed `eval_texts` as written and NFKC-normalized.
+
+    This is what happens when a pipeline normalizes its data after the tokenizer was made (or an application
+    normalizes its input): pieces that contain a character NFKC changes ("，" in "，天气很好。") can no longer
+    match, and the ASCII replacement may never have been seen in training. Two rows, setting "as written" and
+    "nfkc": tokens, chars, tokens_per_char (per character of the text given), unknown (tokens that are the
+    unknown token: characters the tokenizer cannot represent; always 0 for the byte-level kinds), and
+    spanning_pieces (vocabulary pieces containing a character NFKC changes, the same in both rows). "char"
+    is refused: it cannot encode a character it did not see.
+    """
+    kind = _check_kind(kind)
+    if kind == "char":
+        raise ValueError("nfkc_mismatch needs a subword kind: 'char' cannot encode characters unseen in training")
+    eval_texts = _check_texts(eval_texts, "eval_texts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a small corpus may run out of merges
+        tok = train_tokenizer(kind, train_texts, vocab_size)
+    unk = None
+    if kind in ("wordpiece", "unigram"):
+        unk = tok.inner.token_to_id(WORDPIECE_UNK if kind == "wordpiece" else UNIGRAM_UNK)
+    spanning = sum(1 for s in tok.token_strings() if any(unicodedata.normalize("NFKC", c) != c for c in s))
+    rows = []
+    for setting, docs in (("as written", eval_texts), ("nfkc", _normalize(eval_texts, "nfkc"))):
+        ids = tok.encode_batch(docs)
+        n_tokens, n_chars = sum(map(len, ids)), sum(map(len, docs))
+        rows.append({"setting": setting, "kind": kind, "vocab_size": tok.vocab_size, "tokens": n_tokens,
+                     "chars": n_chars, "tokens_per_char": n_tokens / n_chars,
+                     "unknown": 0 if unk is None else sum(seq.count(unk) for seq in ids),
+                     "spanning_pieces": spanning})
     return rows

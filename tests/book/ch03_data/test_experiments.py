@@ -4,7 +4,8 @@ tests/minillm/evaluation/test_loss.py.)"""
 import numpy as np
 import pytest
 
-from book.ch03_data.studies_experiments import duplication_study, raw_vs_clean, repeated_mixture, train_on_texts
+from book.ch03_data.studies_experiments import (duplication_study, raw_vs_clean, repeated_mixture, shipped_duplication,
+                                                train_on_texts)
 from minillm.data.mixture import MixingLaw, fit_mixing_law, mixture_docs, simplex_grid
 from book.ch03_data.studies_mixture import mixture_sweep
 from minillm.data.synthetic import corpus
@@ -106,3 +107,9 @@ def test_mixture_sweep_tiny():
     rows = mixture_sweep(simplex_grid(2, 2), TINY, domains={"english": "story", "arithmetic": "arithmetic"})
     assert len(rows) == 1 and set(rows[0]["excess"]) == {"english", "arithmetic"}
     assert all(v > 0 for v in rows[0]["excess"].values())
+
+
+def test_shipped_duplication_keys_rows_by_percent():
+    rows = shipped_duplication()["rows"]
+    assert rows and all(r["repeats_pct"] == round(100 * r["dup_share"]) for r in rows)
+    assert len({r["repeats_pct"] for r in rows}) == len(rows)  # one row per share: a selector picks one

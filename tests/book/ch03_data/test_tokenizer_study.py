@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from minillm.data.synthetic import corpus
-from book.ch03_data.studies_tokenizers import (KINDS, LOSSLESS_KINDS, compression, compression_table, fullwidth_slots, normalization_effect, sequence_cost, split_by_language, train_tokenizer, widen)
+from book.ch03_data.studies_tokenizers import (KINDS, LOSSLESS_KINDS, compression, compression_table, fullwidth_slots, nfkc_changes, nfkc_mismatch, normalization_effect, sequence_cost, split_by_language, train_tokenizer, widen)
 
 PRINTABLE_ASCII = "".join(chr(c) for c in range(0x20, 0x7F))  # the 95 characters widen may change
 
@@ -240,3 +240,48 @@ def test_bad_input_raises_clear_errors(train):
         compression_table(["char"], [500], {}, train_texts=train)
     with pytest.raises(ValueError, match="encode"):
         compression(object(), ["abc"])
+
+
+# ---- What else NFKC changes ------------------------------------------------------------------------
+
+
+def test_nfkc_changes_folds_fullwidth_latin_and_chinese_commas_but_not_the_full_stop():
+    rows = nfkc_changes("Ｎｏｒａ，ﬁne５m²。、Ｎ")
+    assert [(r["char"], r["nfkc"]) for r in rows] == [("Ｎ", "N"), ("ｏ", "o"), ("ｒ", "r"), ("ａ", "a"), ("，", ","),
+                                                      ("ﬁ", "fi"), ("５", "5"), ("²", "2")]  # distinct, in order
+    assert rows[4]["code_point"] == "U+FF0C" and rows[4]["name"] == "FULLWIDTH COMMA"
+    assert nfkc_changes("大山在老磨坊玩。小红、大山") == []  # "。" and "、" have no compatibility mapping
+    assert nfkc_changes("plain ASCII, nothing to fold.") == []
+    with pytest.raises(ValueError, match="needs a str"):
+        nfkc_changes(["，"])
+
+
+@pytest.fixture(scope="module")
+def zh_held_out(held_out: dict[str, list[str]]) -> list[str]:
+    assert sum(d.count("，") for d in held_out["zh"]) >= 10 and not any("," in d for d in held_out["zh"])
+    return held_out["zh"]
+
+
+def test_nfkc_mismatch_unigram_loses_the_commas_a_chinese_trained_tokenizer_never_saw(train, zh_held_out):
+    assert not any("," in d for d in train)  # the training text has "，" but never ASCII ","
+    written, nfkc = nfkc_mismatch("unigram", 600, train, zh_held_out)
+    assert (written["setting"], nfkc["setting"]) == ("as written", "nfkc")
+    n_commas = sum(d.count("，") for d in zh_held_out)
+    assert written["unknown"] == 0 and nfkc["unknown"] == n_commas  # every "," is an unseen character
+    assert nfkc["chars"] == written["chars"]  # "，" -> "," keeps the length
+    assert written["spanning_pieces"] > 0 and nfkc["tokens_per_char"] > written["tokens_per_char"]
+    assert written["tokens_per_char"] == pytest.approx(written["tokens"] / written["chars"])
+
+
+def test_nfkc_mismatch_byte_level_bpe_splits_punctuation_off_so_nothing_changes(train, zh_held_out):
+    written, nfkc = nfkc_mismatch("hf_bpe", 600, train, zh_held_out)
+    assert written["tokens"] == nfkc["tokens"] and written["unknown"] == nfkc["unknown"] == 0
+
+
+def test_nfkc_mismatch_rejects_char_and_bad_input(train, zh_held_out):
+    with pytest.raises(ValueError, match="subword kind"):
+        nfkc_mismatch("char", 600, train, zh_held_out)
+    with pytest.raises(ValueError, match="unknown tokenizer kind"):
+        nfkc_mismatch("sentencepiece", 600, train, zh_held_out)
+    with pytest.raises(ValueError, match="eval_texts"):
+        nfkc_mismatch("unigram", 600, train, "，")
