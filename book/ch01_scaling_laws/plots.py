@@ -5,7 +5,8 @@ that tests and readers can inspect what was drawn. matplotlib and ipywidgets are
 functions: importing minillm stays cheap, and the backend is whatever the reader (or CI) chose.
 
 - `bracketed_budgets`, `envelope_curves`: the parts of a sweep each Chinchilla approach can use.
-- `plot_published_laws`, `plot_isoflop`, `plot_allocation_fits`, `plot_prediction`: the chapter's figures.
+- `plot_published_laws` (the published laws compared by allocation and each relative to itself, never by
+  absolute loss), `plot_isoflop`, `plot_allocation_fits`, `plot_prediction`: the chapter's figures.
 - `predict_from_smaller_budgets`: predictable scaling on a sweep (fit the cheap budgets, predict the largest).
 - `law_explorer`: sliders for a Chinchilla law and a budget, with a KM / Chinchilla allocation toggle.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from book.viz import show_figure
 from minillm.scaling.laws import NAMED_BUDGETS, chinchilla_allocation, km_allocation
 from minillm.scaling.fits import ChinchillaFit, fit_chinchilla, group_budgets
-from minillm.scaling.laws import ChinchillaLaw, km_loss_c, km_loss_n, published_fit
+from minillm.scaling.laws import ChinchillaLaw, km_loss_c, published_fit
 
 FLOOR_STYLE = dict(color="black", linestyle="--", linewidth=1)
 
@@ -72,29 +73,55 @@ def envelope_curves(rows: Sequence[Mapping]) -> list[dict]:
 # --------------------------------------------------------------------------------------------- published laws
 
 
-def plot_published_laws(law: str = "hoffmann2022_approach3"):
-    """Two panels: loss vs model size (KM's L(N) against Chinchilla's L(N, D) at fixed D), and loss vs compute
-    (KM's L(C) against Chinchilla's law spent compute-optimally), with the named budgets marked."""
+def plot_published_laws(law: str = "hoffmann2022_approach3", refit: str = "besiroglu2024_refit",
+                        c_ref: float = 1e21):
+    """Three panels, none of which puts the two laws' losses on one absolute axis (they were fitted on different
+    corpora and tokenizers, and count N differently: Kaplan non-embedding, Chinchilla total parameters):
+
+    1. Chinchilla's L(N, D) against N at a few fixed D, with its irreducible loss E (one law alone);
+    2. what each law says to build: compute-optimal N (solid) and D (dashed) against compute, for KM, `law`
+       and `refit`, the named budgets marked;
+    3. loss against compute, each law relative to its own value at `c_ref` FLOPs: KM's L(C_min), Chinchilla's
+       L(N_opt, D_opt), and Chinchilla's reducible part L - E, which falls as a pure power law.
+    """
     import matplotlib.pyplot as plt
 
     chin = published_fit(law).law()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.2))
     N = np.geomspace(1e7, 1e12, 200)  # (200,) parameters
-    ax1.plot(N, km_loss_n(N), color="C0", linewidth=2, label="KM $L(N)$ (unlimited data)")
     for i, D in enumerate((1e10, 1e11, 1e12, 1e13)):
-        ax1.plot(N, chin.predict(N, D), color=f"C{i + 1}", label=f"Chinchilla $L(N, D)$, D = {D:.0e} tokens")
-    ax1.axhline(chin.E, label=f"Chinchilla E = {chin.E} (irreducible)", **FLOOR_STYLE)
-    ax1.set(xscale="log", xlabel="parameters N", ylabel="loss (nats per token)", title="loss vs model size")
+        ax1.plot(N, chin.predict(N, D), color=f"C{i + 1}", label=f"D = {D:.0e} tokens")
+    ax1.axhline(chin.E, label=f"E = {chin.E} (irreducible)", **FLOOR_STYLE)
+    ax1.set(xscale="log", xlabel="total parameters N", ylabel="loss (nats per token, Chinchilla's data)",
+            title="Chinchilla $L(N, D)$ at fixed data")
+
     C = np.geomspace(1e19, 1e26, 200)  # (200,) FLOPs
-    ax2.plot(C, km_loss_c(C), color="C0", linewidth=2, label="KM $L(C_{min})$")
-    ax2.plot(C, chin.predict(*chinchilla_allocation(C, chin)), color="C1", linewidth=2,
-             label="Chinchilla $L(N_{opt}, D_{opt})$")
-    ax2.axhline(chin.E, **FLOOR_STYLE)
+    allocations = (("KM (N: non-embedding)", km_allocation(C), "C0"),
+                   (f"Chinchilla, {law} (N: total)", chinchilla_allocation(C, chin), "C1"),
+                   (f"Chinchilla, {refit} (N: total)", chinchilla_allocation(C, published_fit(refit).law()), "C2"))
+    for label, (n_opt, d_opt), colour in allocations:
+        ax2.plot(C, n_opt, color=colour, label=f"{label}: $N_{{opt}}$")
+        ax2.plot(C, d_opt, "--", color=colour, label="  $D_{opt}$ (tokens)")
     for b in NAMED_BUDGETS:
         ax2.axvline(b.flops, color="grey", alpha=0.4, linewidth=1)
-        ax2.text(b.flops, ax2.get_ylim()[1], b.name, rotation=90, va="top", ha="right", fontsize=7)
-    ax2.set(xscale="log", xlabel="training compute C (FLOPs)", title="loss vs compute, spent optimally")
-    for ax in (ax1, ax2):
+    ax2.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)", ylabel="parameters (solid), tokens (dashed)",
+            title="what each law says to build")
+
+    def relative(f):  # f(C) / f(c_ref)
+        return f(C) / f(np.array([c_ref]))[0]
+
+    optimal = lambda c: chin.predict(*chinchilla_allocation(c, chin))
+    ax3.plot(C, relative(km_loss_c), color="C0", linewidth=2, label="KM $L(C_{min})$ (no irreducible term)")
+    ax3.plot(C, relative(optimal), color="C1", linewidth=2, label="Chinchilla $L(N_{opt}, D_{opt})$")
+    ax3.plot(C, relative(lambda c: optimal(c) - chin.E), ":", color="C1", linewidth=2,
+             label="Chinchilla $L - E$ (reducible part)")
+    ax3.axhline(chin.E / float(optimal(np.array([c_ref]))[0]), label="Chinchilla's $E$, same scale", **FLOOR_STYLE)
+    for b in NAMED_BUDGETS:
+        ax3.axvline(b.flops, color="grey", alpha=0.4, linewidth=1)
+        ax3.text(b.flops, 1.0, b.name, rotation=90, va="bottom", ha="right", fontsize=7)
+    ax3.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)",
+            ylabel=f"loss / its value at C = {c_ref:.0e}", title="loss vs compute, each law relative to itself")
+    for ax in (ax1, ax2, ax3):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -15,6 +15,7 @@ gap to the corpus's exact entropy floor it closes.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -120,4 +121,37 @@ def improvement_per_decade(rows: Sequence[dict], schedule: str = "own_cosine") -
         closed = 1 - (gap1 / gap0) ** (1 / decades) if gap0 > 0 and gap1 > 0 else float("nan")
         out.append({"tokens_from": d0, "tokens_to": d1, "nats_per_decade": (l0 - l1) / decades,
                     "gap_closed_per_decade": closed})
+    return out
+
+
+# ============================================================================================ 2. the shipped sweep's exponents
+
+
+@functools.lru_cache(maxsize=1)
+def sweep_allocation_exponents() -> dict[str, float]:
+    """N_opt ∝ C^a fitted to the shipped laptop IsoFLOP sweep (bench/results/sweeps/laptop_isoflop.jsonl) by
+    approaches 1 (envelope) and 2 (IsoFLOP parabolas), once with N counted as non-embedding parameters (the
+    sweep's `n_params`, Kaplan's count) and once as total parameters (`n_params_total`, Chinchilla's count).
+    Keys: envelope, isoflop, envelope_total, isoflop_total; isoflop_se, isoflop_total_se (the standard error of
+    approach 2's slope, ordinary least squares on its few points: how loosely they pin it down); n_budgets
+    (bracketed budgets approach 2 used). The chapter quotes these (book/prose.py keys); approach 3 is left out:
+    its fit takes tens of seconds."""
+    from book import results
+    from book.ch01_scaling_laws import plots
+    import numpy as np
+
+    from minillm.scaling import fit_envelope, fit_isoflop
+
+    out: dict[str, float] = {}
+    rows = results.sweep()
+    for suffix, count in (("", "n_params"), ("_total", "n_params_total")):
+        counted = [dict(r, n_params=r[count]) for r in rows]
+        bracketed = plots.bracketed_budgets(counted)
+        out["envelope" + suffix] = fit_envelope(plots.envelope_curves(counted)).a
+        iso = fit_isoflop(plots.run_columns(bracketed))
+        out["isoflop" + suffix] = iso.a
+        x, y = np.log(iso.C), np.log(iso.n_opt)  # (K,) one point per budget
+        resid = y - np.polyval(np.polyfit(x, y, 1), x)
+        out["isoflop" + suffix + "_se"] = float(np.sqrt(resid @ resid / (len(x) - 2) / ((x - x.mean()) ** 2).sum()))
+        out["n_budgets" + suffix] = len({r["budget"] for r in bracketed})
     return out

@@ -23,11 +23,25 @@ Compute-optimal allocation: how to split a FLOP budget between model size and da
 Training a dense transformer costs about C = 6ND FLOPs (2ND forward, 4ND backward). For a fixed C, a bigger
 model means fewer tokens, so there is a best split. The two laws of Survey §2.1 disagree about it:
 
-- **Chinchilla** (Hoffmann et al. 2022): minimising L = E + A/N^α + B/D^β subject to C = 6ND has a closed
-  form, N_opt = G (C/6)^a and D_opt = G^-1 (C/6)^b with a = β/(α+β), b = α/(α+β),
-  G = (αA / (βB))^(1/(α+β)) (survey eq. (3)). With α ≈ β both exponents are near 1/2: grow model and data
-  together.
+- **Chinchilla** (Hoffmann et al. 2022, eq. (4)): minimising L = E + A/N^α + B/D^β subject to C = 6ND has a
+  closed form, N_opt = G (C/6)^a and D_opt = G^-1 (C/6)^b with a = β/(α+β), b = α/(α+β),
+  G = (αA / (βB))^(1/(α+β)). With α ≈ β both exponents are near 1/2: grow model and data together.
+  The survey's eq. (3) prints a = α/(α+β), b = β/(α+β): swapped. The derivation below settles it (N's
+  exponent carries β, the *data* exponent), and so do the paper's numbers: approach 3's α = 0.34, β = 0.28 give
+  a = 0.45, b = 0.55 here, as Hoffmann et al. report (0.46, 0.54); the survey's version would give 0.55, 0.45.
 - **KM** (Kaplan et al. 2020): N_opt ∝ C^0.73 and D_opt ∝ C^0.27, i.e. put most extra compute into the model.
+
+What N counts differs between the two papers, and the published constants only hold with their own count:
+Kaplan's N (and C) leave out the embedding parameters; Hoffmann et al.'s N, and the Besiroglu et al. refit of
+it, count *total* parameters, embeddings included (each PublishedFit's `units` says which). At small scale
+embeddings are a large share of a model, so the two counts grow at different rates, and Pearce & Song (2024,
+"Reconciling Kaplan and Chinchilla scaling laws", arXiv:2406.12907) show that this, with Kaplan's small models,
+explains much of the gap between Kaplan's 0.73 and Chinchilla's ~0.5. Porian et al. (2024, "Resolving
+discrepancies in compute-optimal scaling of language models", arXiv:2406.19146) reproduce Kaplan's exponent and
+remove it by correcting three things: the last layer's FLOPs, which Kaplan's compute leaves out, an overlong
+warm-up for small models, and optimizer settings not tuned per scale. The two laws also come from different
+corpora and tokenizers, so their losses (nats per token) are not on one scale: compare their allocations, or
+each law relative to itself, not their absolute losses.
 
 Derivation of the closed form (worth doing once by hand): substitute D = C/(6N), set dL/dN = 0, which gives
 αA N^-α = βB (C/6)^-β N^β, so N^(α+β) = (αA/(βB)) (C/6)^β.
@@ -67,7 +81,7 @@ class PublishedFit:
     form: str  # one of FORMS: which formula the params plug into
     params: Mapping[str, float]  # the constants, named as in FORMS[form]
     source: str  # citation: paper and where in it
-    units: str = "N: non-embedding parameters, D: tokens, L: nats/token"
+    units: str = "N: non-embedding parameters, D: tokens, L: nats/token"  # Kaplan's; the Chinchilla rows count total N
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -109,10 +123,15 @@ _ROWS = (
                  units="C_min: PF-days; N_opt: non-embedding parameters; D_opt: tokens",
                  note="N and D were fitted separately, so 6 N_opt D_opt is only roughly C"),
     PublishedFit("hoffmann2022_approach3", "chinchilla", {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
-                 HOFFMANN_2022 + ", Section 3.3 (approach 3, parametric fit); survey eq. (2)"),
+                 HOFFMANN_2022 + ", Section 3.3 (approach 3, parametric fit); survey eq. (2)",
+                 units="N: total parameters (embeddings included), D: tokens, L: nats/token (MassiveText, SentencePiece)",
+                 note="N counts all parameters, unlike Kaplan's non-embedding N; a different corpus and tokenizer "
+                      "than Kaplan's, so the two laws' losses are not on one scale"),
     PublishedFit("besiroglu2024_refit", "chinchilla", {"E": 1.82, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658},
                  BESIROGLU_2024 + " (refit of Hoffmann's approach 3 on data reconstructed from its Figure 4)",
-                 note="the replication finds Hoffmann's rounded approach-3 constants inconsistent with approaches 1 and 2"),
+                 units="N: total parameters (embeddings included), D: tokens, L: nats/token (MassiveText, SentencePiece)",
+                 note="the replication finds Hoffmann's rounded approach-3 constants inconsistent with approaches 1 and 2; "
+                      "N counts all parameters, as in Hoffmann et al."),
 )
 PUBLISHED_FITS: Mapping[str, PublishedFit] = MappingProxyType({row.name: row for row in _ROWS})
 
@@ -170,7 +189,10 @@ def km_loss(N, D, fit: str | PublishedFit = "kaplan2020_ND"):
 
 @dataclass(frozen=True)
 class ChinchillaLaw:
-    """L(N, D) = E + A/N^α + B/D^β (Hoffmann et al. 2022). Allocation formulas are in `allocation.py`."""
+    """L(N, D) = E + A/N^α + B/D^β (Hoffmann et al. 2022). The allocation formulas are below.
+
+    N is whatever the runs it was fitted to counted: the published Chinchilla fits count total parameters,
+    the book's sweeps report non-embedding N (`n_params`) and total N (`n_params_total`)."""
 
     E: float  # irreducible loss (nats/token): the entropy of the text, reached only as N, D -> infinity
     A: float  # scale of the finite-model penalty

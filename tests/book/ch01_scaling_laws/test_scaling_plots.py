@@ -68,9 +68,31 @@ def test_figures_draw_the_data():
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and any(np.allclose(l.get_ydata(), 0.45) for l in ax.lines)  # the floor
     assert sum(1 for l in ax.lines if l.get_marker() == "*") == 3  # one vertex per bracketed budget
-    assert len(plots.plot_published_laws().axes) == 2
     assert len(plots.plot_sweeps(rows[:6], rows).axes) == 2
     assert plots.plot_prediction(plots.predict_from_smaller_budgets(rows), rows).axes
+
+
+def test_published_laws_are_compared_by_allocation_and_each_relative_to_itself():
+    """KM and Chinchilla were fitted on different corpora and tokenizers and count N differently, so no panel
+    draws both laws' absolute losses: the middle one compares allocations, the right one each law's loss
+    divided by its own value at the reference compute."""
+    fig = plots.plot_published_laws(c_ref=1e21)
+    ax1, ax2, ax3 = fig.axes
+    assert not any("KM" in l.get_label() for l in ax1.lines)  # Chinchilla alone in absolute loss
+    C = 1e23
+    n_km, d_km = km_allocation(C)
+    n_ch, d_ch = chinchilla_allocation(C, published_fit("hoffmann2022_approach3").law())
+    drawn = {l.get_label(): np.interp(np.log(C), np.log(l.get_xdata()), l.get_ydata()) for l in ax2.lines
+             if len(l.get_xdata()) > 2}
+    assert drawn["KM (N: non-embedding): $N_{opt}$"] == pytest.approx(float(n_km), rel=1e-2)
+    assert drawn["Chinchilla, hoffmann2022_approach3 (N: total): $N_{opt}$"] == pytest.approx(float(n_ch), rel=1e-2)
+    curves = [l for l in ax3.lines if len(l.get_xdata()) > 2]
+    assert len(curves) == 3
+    for line in curves:  # every curve is 1 at the reference compute
+        assert np.interp(np.log(1e21), np.log(line.get_xdata()), np.log(line.get_ydata())) == pytest.approx(0, abs=1e-2)
+    km = next(l for l in curves if l.get_label().startswith("KM"))
+    slope = np.polyfit(np.log(km.get_xdata()), np.log(km.get_ydata()), 1)[0]
+    assert slope == pytest.approx(-published_fit("kaplan2020_Cmin").params["alpha_C"])  # a pure power law
 
 
 def test_law_explorer_numbers_follow_the_formulas():

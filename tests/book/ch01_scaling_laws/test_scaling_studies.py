@@ -38,3 +38,19 @@ def test_data_scaling_bad_input(args, match):
 def test_improvement_per_decade_needs_two_rows():
     with pytest.raises(ValueError, match="at least two"):
         improvement_per_decade([{"schedule": "own_cosine", "tokens": 10, "val_loss": 1.0, "floor": 0.5}])
+
+
+def test_sweep_allocation_exponents_match_the_chapters_fits():
+    """The numbers the chapter quotes are the fits its cells draw, and counting total parameters (embeddings
+    included) changes the N each run is credited with, so the fitted exponents too."""
+    from book import results
+    from book.ch01_scaling_laws import plots
+    from book.ch01_scaling_laws.studies import sweep_allocation_exponents
+    from minillm.scaling import fit_isoflop
+
+    out = sweep_allocation_exponents()
+    rows = results.sweep()
+    assert out["isoflop"] == pytest.approx(fit_isoflop(plots.run_columns(plots.bracketed_budgets(rows))).a)
+    assert out["n_budgets"] >= 3 and 0 < out["envelope"] < 2 and 0 < out["isoflop_total"] < 2
+    assert out["isoflop_total"] != pytest.approx(out["isoflop"])
+    assert 0 < out["isoflop_se"] < 1 and 0 < out["isoflop_total_se"] < 1
