@@ -9,7 +9,7 @@ measurement:
 2. **IsoFLOP profiles** (`fit_isoflop`): for each of a few fixed budgets, train several sizes that all spend
    exactly that budget. Loss against log N is a valley; a parabola through it locates N_opt(C).
 3. **Parametric fit** (`fit_chinchilla`): fit L = E + A/N^α + B/D^β to all runs at once, then minimise it
-   under C = 6ND in closed form (`allocation.py`). Following the paper, the fit minimises a Huber loss
+   under C = 6ND in closed form (`laws.chinchilla_allocation`). Following the paper, the fit minimises a Huber loss
    (δ = 1e-3, robust to a few bad runs) between log predicted and log observed loss, with
    log L = LSE(a - α log N, b - β log D, e), A = e^a, B = e^b, E = e^e, using L-BFGS from a grid of starts.
 """
