@@ -34,7 +34,7 @@ from book.runs import Run, size_label, train
 
 __all__ = ["RECIPE", "EmergenceRun", "ModelZoo", "base_rates", "SWEEP_TASKS", "THRESHOLDS", "size_sweep",
            "icl_by_shots", "cot_study", "instruction_study", "inverse_scaling_study", "predictability",
-           "appearance_table", "size_label"]
+           "loss_correlations", "shipped_loss_correlations", "appearance_table", "size_label"]
 
 # What the sweep scores: name -> (task, knobs). A 2-digit sum has 2-3 answer characters (plus the newline),
 # so exact match needs every one right, the multi-token case where Schaeffer et al. expect a "jump".
@@ -293,6 +293,29 @@ def predictability(sweep_rows: Sequence[dict], metric: str = "exact_match") -> l
         out.append({"task": task, "metric": metric, "corr": corr, "heldout_loss": x.tolist(), metric: y.tolist(),
                     "sizes": [r["size"] for r in rs]})
     return out
+
+
+def loss_correlations(sweep_rows: Sequence[dict], metrics: Sequence[str] = ("exact_match", "token_accuracy")) -> dict:
+    """`predictability`'s correlations by task and metric, over all sizes and again without the smallest size
+    (whose held-out loss sits far from the rest, so one point can carry a correlation of six):
+    {"all": {task: {metric: r}}, "without_smallest": {task: {metric: r}}}."""
+    smallest = min(r["params"] for r in sweep_rows)
+    out: dict[str, dict] = {}
+    for name, rows in (("all", list(sweep_rows)),
+                       ("without_smallest", [r for r in sweep_rows if r["params"] != smallest])):
+        out[name] = {}
+        for m in metrics:
+            for p in predictability(rows, m):
+                out[name].setdefault(p["task"], {})[m] = p["corr"]
+    return out
+
+
+def shipped_loss_correlations() -> dict:
+    """`loss_correlations` of the newest shipped size_sweep record (bench/results/emergence_studies.jsonl): the
+    values chapter 02 quotes in section 8 (its prose keys read them, see book/prose.py)."""
+    from book import results
+
+    return loss_correlations(results.latest("emergence_studies.jsonl")["size_sweep"]["rows"])
 
 
 def _passes(metric: str, value: float, best: float) -> bool:
