@@ -180,7 +180,7 @@ _RECORDINGS: list[list[dict]] = []  # the open `recording()` blocks, innermost l
 @contextlib.contextmanager
 def recording() -> Iterator[list[dict]]:
     """Collect the settings of what is trained inside the block: `book.runs.train` notes each run it trains (model
-    shape and parameters, steps, batch, lr, warmup, seed) and a study notes its own (evaluation sizes, RL steps)
+    shape, "params" = every parameter, embeddings included, steps, batch, lr, warmup, seed) and a study notes its own (evaluation sizes, RL steps)
     with `note`. Yields the list of distinct entries, in order; `run_studies` stores it as a record's "settings"
     so that a shipped number says how it was made."""
     seen: list[dict] = []
