@@ -228,8 +228,15 @@ def unkeyed(notebook: str | Path, marker: str = "What to see") -> list[str]:
 
 
 def chapters() -> list[Path]:
-    """The chapter notebooks of the checkout (beside bench/results)."""
-    return sorted((results.root().parents[1] / "chapters").glob("[0-9][0-9]_*.ipynb"))
+    """The chapter notebooks of the checkout: chapters/NN_*.ipynb in the first directory above the current one (or
+    above this package) that has them; [] outside a checkout. Independent of $MINILLM_RESULTS, so the chapters can
+    be checked against another results directory."""
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for d in (start, *start.parents):
+            found = sorted((d / "chapters").glob("[0-9][0-9]_*.ipynb"))
+            if found:
+                return found
+    return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
