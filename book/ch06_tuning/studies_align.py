@@ -188,8 +188,8 @@ def evaluate_policy(policy: torch.nn.Module, setup: AlignSetup, name: str, **ext
 def run_rl(setup: AlignSetup, method: str = "grpo", *, beta: float = 0.04, steps: int | None = None,
            lr: float | None = None, prompts_per_step: int = 8, size: str | None = None) -> torch.nn.Module:
     """GRPO or PPO from the SFT model against the LEARNED reward model, KL coefficient beta; returns the policy.
-    lr defaults by size: 1e-3 moves the ci model at all; at laptop it wrecks the answers within 80 steps
-    (exact match 0.78 -> 0.06 at beta 0.04), 1e-4 keeps them while the reward model is exploited."""
+    lr defaults by size: 1e-3 moves the ci model at all; at laptop it wrecked the answers within 80 steps in a
+    trial run (not a shipped record), 1e-4 keeps them while the reward model is exploited."""
     from minillm.finetune.grpo import GRPOConfig, grpo_step
     from minillm.finetune.ppo import PPOConfig, ValueModel, ppo_step
     from minillm.finetune.rollout import frozen_copy
