@@ -140,6 +140,35 @@ def test_a_malformed_line_is_named_by_its_number(tmp_results, text, match):
         results.latest("x.jsonl")
 
 
+def _dated(date, **fields):
+    return {**fields, "provenance": {"date": date}}
+
+
+def test_records_are_ordered_by_date_not_by_file_position(tmp_results):
+    """Two scripts may append at once, or a record may be re-appended from elsewhere: the newest is the latest
+    DATE. Here the second line of the file is the older run."""
+    _write(tmp_results / "x.jsonl", _dated("2026-03-02T10:00:00+00:00", study="a", rows=["new"]),
+           _dated("2026-03-01T10:00:00+00:00", study="a", rows=["old"]),
+           _dated("2026-03-01T12:00:00+00:00", study="b", rows=["b"]))
+    assert [r["rows"] for r in results.records("x.jsonl")] == [["old"], ["b"], ["new"]]
+    assert results.latest("x.jsonl")["a"]["rows"] == ["new"]
+    assert results.last("x.jsonl")["rows"] == ["new"]
+    assert results.last("x.jsonl", where=lambda r: r["study"] == "b")["rows"] == ["b"]
+
+
+def test_undated_records_count_as_oldest_and_equal_dates_keep_file_order(tmp_results):
+    _write(tmp_results / "x.jsonl", _dated("2026-01-01T00:00:00+00:00", study="a", rows=["dated"]),
+           {"study": "a", "rows": ["undated, later in the file"]},
+           {"study": "a", "rows": ["top-level date"], "date": "2025-12-31"},
+           _dated("2026-02-01T00:00:00+00:00", study="b", rows=[1]),
+           _dated("2026-02-01T00:00:00+00:00", study="b", rows=[2]))
+    assert results.date_of({"rows": []}) == "" and results.date_of({"date": "2025-12-31", "rows": []}) == "2025-12-31"
+    assert [r["rows"][0] for r in results.records("x.jsonl")] == ["undated, later in the file", "top-level date",
+                                                                  "dated", 1, 2]
+    got = results.latest("x.jsonl")
+    assert got["a"]["rows"] == ["dated"] and got["b"]["rows"] == [2]  # the later of two equal dates
+
+
 # ---------------------------------------------------------------------------------------------- writing records
 
 
@@ -173,3 +202,73 @@ def test_studies_cli_runs_the_chosen_studies_with_size_and_summary(tmp_results, 
     assert "a: 1 rows" in capsys.readouterr().out
     results.studies_cli("test", "s.jsonl", make, ["--size", "ci", "--only", "b"])  # default --out: the results dir
     assert [r["study"] for r in results.records("s.jsonl")] == ["b"]
+
+
+# ---------------------------------------------------------------------------------------------- settings of a record
+
+
+def test_note_outside_a_recording_does_nothing():
+    results.note(steps=3)  # no error, and nothing leaks into the next recording
+    with results.recording() as seen:
+        pass
+    assert seen == []
+
+
+def test_recording_collects_distinct_entries_in_order_as_json():
+    class Odd:
+        def __repr__(self):
+            return "Odd()"
+
+    with results.recording() as seen:
+        results.note(steps=3, lr=1e-3)
+        results.note(steps=3, lr=1e-3)  # equal: kept once
+        results.note(lr=1e-3, steps=3)  # equal as a dict too
+        results.note(sizes=((1, 16), (2, 32)), knobs={1: {"digits": (2, 3)}}, obj=Odd(), none=None, flag=True)
+        results.note(sizes=[[1, 16], [2, 32]], knobs={"1": {"digits": [2, 3]}}, obj="Odd()", none=None, flag=True)
+    assert seen == [{"steps": 3, "lr": 1e-3},
+                    {"sizes": [[1, 16], [2, 32]], "knobs": {"1": {"digits": [2, 3]}}, "obj": "Odd()", "none": None,
+                     "flag": True}]
+    json.dumps(seen, allow_nan=False)  # what run_studies stores: plain JSON
+
+
+def test_nested_recordings_each_see_what_runs_inside_them_and_close_on_error():
+    with results.recording() as outer:
+        results.note(phase="setup")
+        with results.recording() as inner:
+            results.note(phase="study")
+            results.note(phase="setup")  # already in the outer one: new to the inner one
+        results.note(phase="after")
+    assert outer == [{"phase": "setup"}, {"phase": "study"}, {"phase": "after"}]
+    assert inner == [{"phase": "study"}, {"phase": "setup"}]
+    with pytest.raises(RuntimeError):
+        with results.recording() as failed:
+            raise RuntimeError("a study failed")
+    results.note(phase="later")  # the failed block is closed: it sees nothing more
+    assert failed == [] and results._RECORDINGS == []
+
+
+def test_run_studies_stores_the_settings_of_each_run_a_study_trains(tmp_path):
+    """A study that trains a tiny book.runs.Run and notes a setting of its own: its record says both, and the
+    next study's record only what that study did."""
+    from book.runs import Run, train
+
+    text = "".join(f"the cat sat on mat {i % 7}\n" for i in range(200))
+    run = Run(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=2, steps=2, warmup=0, eval_windows=2, seed=3)
+
+    def trains():
+        results.note(n_eval=5)
+        train(run, text)
+        return [{"ok": 1}]
+
+    out = tmp_path / "r.jsonl"
+    recs = list(results.run_studies({"trains": trains, "plain": lambda: [{"ok": 2}]}, out))
+    (on_disk_a, on_disk_b) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert on_disk_a["settings"] == recs[0]["settings"] and on_disk_b["settings"] == recs[1]["settings"] == []
+    note, trained = on_disk_a["settings"]
+    assert note == {"n_eval": 5}
+    assert trained["train"] == "tokens"
+    assert {k: trained[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "steps", "batch_size", "lr",
+                                    "warmup_steps", "seed", "eval_windows")} == \
+        dict(n_layer=1, n_head=2, n_embd=16, block_size=16, steps=2, batch_size=2, lr=run.lr, warmup_steps=0,
+             seed=3, eval_windows=2)
+    assert trained["params"] > 0 and trained["vocab_size"] == len(set(text))
