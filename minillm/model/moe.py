@@ -123,8 +123,11 @@ class MoE(nn.Module):
         for e, (n_routed, n_kept) in enumerate(zip(counts.tolist(), kept.tolist())):  # one sync per layer
             slots = order[start:start + n_kept]  # (n_kept,) the earliest tokens win
             start += n_routed
-            if n_kept == 0:
-                continue
+            # An expert with no tokens still runs, on a (0, C) slice: its parameters then join the graph and
+            # get a zero gradient instead of none. DDP needs that (a parameter without a gradient makes it
+            # raise at the next step), and so does agreement with DDP: all ranks' zeros all-reduce to zero,
+            # so one process must step the optimizer with a zero gradient too (AdamW decays and moves it by
+            # momentum), not skip the parameter. An empty matmul costs a launch, not FLOPs.
             tokens = slots // k  # (n_kept,)
             y = self.experts[e](xf[tokens]) * slot_weight[slots, None]  # (n_kept, C)
             out.index_add_(0, tokens, y.to(out.dtype))

@@ -116,6 +116,55 @@ def test_moe_equals_per_token_loop(top_k, capacity_factor):
         assert n_dropped > 0  # the dropping branch was exercised
 
 
+def _grads(module: torch.nn.Module) -> dict:
+    return {n: None if p.grad is None else p.grad.clone() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+def test_empty_experts_get_zero_gradients_and_the_rest_are_unchanged(activation):
+    # Issue #20: an expert with no tokens was skipped, so its parameters got no gradient and DDP raised at the
+    # next step. 3 tokens, 8 top-1 experts: at least 5 are empty. They must get exactly zero gradients; the
+    # output and every other gradient must equal the per-token reference (which never touches empty experts).
+    torch.manual_seed(0)
+    moe = MoE(tiny(n_expert=8, expert_top_k=1, capacity_factor=None, activation=activation))
+    torch.nn.init.normal_(moe.router.weight, std=0.5)
+    x, g = torch.randn(1, 3, 32), torch.randn(1, 3, 32)  # g: a random upstream gradient
+    ref, _ = naive_moe(moe, x)
+    (ref * g).sum().backward()
+    ref_grads = _grads(moe)
+    moe.zero_grad(set_to_none=True)
+    out = moe(x)
+    (out * g).sum().backward()
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    empty = [e for e, load in enumerate(moe.stats()["load"]) if load == 0]
+    assert len(empty) >= 5
+    for name, grad in _grads(moe).items():
+        assert grad is not None, f"{name} got no gradient"
+        if name.startswith("router"):  # the reference takes its gates as floats: no router gradient to compare
+            continue
+        if ref_grads[name] is None:  # an empty expert's parameter
+            assert int(name.split(".")[1]) in empty and torch.equal(grad, torch.zeros_like(grad)), name
+        else:
+            torch.testing.assert_close(grad, ref_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_empty_experts_run_through_the_triton_swiglu(device):
+    # The fused kernel must take an empty (0, hidden) slice forward and backward (no launch for 0 elements),
+    # on CPU in the interpreter and on CUDA, and agree with the PyTorch swiglu.
+    torch.manual_seed(0)
+    cfg = dict(n_expert=8, expert_top_k=1, capacity_factor=None, activation="swiglu")
+    ref_moe = MoE(tiny(**cfg)).to(device)
+    moe = MoE(tiny(kernels="triton", **cfg)).to(device)
+    moe.load_state_dict(ref_moe.state_dict())
+    x = torch.randn(1, 3, 32, device=device)
+    for m in (ref_moe, moe):
+        m(x).square().sum().backward()
+    assert (moe.stats()["load"] == 0).sum() >= 5
+    for (name, p), ref_p in zip(moe.named_parameters(), ref_moe.parameters()):
+        assert p.grad is not None, f"{name} got no gradient"
+        torch.testing.assert_close(p.grad, ref_p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_skewed_routing_drops_in_token_order():
     torch.manual_seed(0)
     moe = MoE(tiny(expert_top_k=1, capacity_factor=0.5))  # capacity ceil(0.5 * 16 / 4) = 2
