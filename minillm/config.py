@@ -93,6 +93,9 @@ class ModelConfig(_Config):
     qk_norm: bool = False  # RMSNorm on each head's queries and keys before attention (bounds attention logits)
     activation_checkpointing: bool = False  # keep only each block's input in training; recompute the rest in backward
     z_loss: float = 0.0  # weight of PaLM's output z-loss, mean(log Z)^2, added to the loss (keeps logits small)
+    # Why pad: with an odd V every (B*T, V) logits row is misaligned and GPU kernels fall back to scalar loads. The
+    # padding ids are never predicted: masked in the loss and cut from the logits forward returns.
+    pad_vocab_multiple: int | None = None  # round the embedding/output rows up to a multiple of this (gpu: 64); None = V
 
     def __post_init__(self) -> None:
         n = "ModelConfig"
@@ -137,6 +140,10 @@ class ModelConfig(_Config):
                 raise ValueError(f"{n}.{flag}={getattr(self, flag)!r} must be True or False")
         if isinstance(self.z_loss, bool) or not isinstance(self.z_loss, (int, float)) or not 0 <= self.z_loss < 1:
             raise ValueError(f"{n}.z_loss={self.z_loss!r} must be a number in [0, 1) (PaLM used 1e-4)")
+        pad = self.pad_vocab_multiple
+        if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or pad <= 0):
+            raise ValueError(f"{n}.pad_vocab_multiple={pad!r} must be None (no padding) or a positive integer "
+                             f"(64 suits GPUs)")
         self._check_moe()
 
     def _check_moe(self) -> None:
@@ -156,6 +163,12 @@ class ModelConfig(_Config):
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and output tables: vocab_size rounded up to pad_vocab_multiple (if set)."""
+        m = self.pad_vocab_multiple or 1
+        return -(-self.vocab_size // m) * m
 
 
 @dataclass
@@ -187,6 +200,7 @@ class TrainConfig(_Config):
     resume: bool = False  # continue from out_dir's latest checkpoint, reproducing the uninterrupted run
     on_nan: str = "raise"  # raise (stop with an error naming the step) | skip (drop the step: spike guard)
     compile: bool = False  # torch.compile the model (pays on GPU; slow to compile and no faster on CPU)
+    tf32: bool = True  # on CUDA, fp32 matmuls use TF32 tensor cores (10-bit mantissa, ~8x faster); False = exact fp32
     progress: bool = True  # show a tqdm progress bar (notebook-aware)
     parallel: str = "none"  # none | ddp (replicas, gradient all-reduce) | fsdp (sharded, ZeRO-3); needs torchrun
 
@@ -222,6 +236,8 @@ class TrainConfig(_Config):
         _positive(n, "eps", self.eps)
         if self.grad_clip is not None:
             _positive(n, "grad_clip", self.grad_clip)
+        if not isinstance(self.tf32, bool):
+            raise ValueError(f"{n}.tf32={self.tf32!r} must be True or False")
         if self.resume and not self.out_dir:
             raise ValueError(f"{n}.resume=True needs out_dir: the checkpoint to resume from lives there")
 

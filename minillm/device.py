@@ -71,6 +71,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     raise ValueError(f"precision={precision!r} is not valid; choose auto, fp32, bf16 or fp16")
 
 
+def set_tf32(device: torch.device, enabled: bool = True) -> bool:
+    """On CUDA, let fp32 matmuls use TF32 tensor cores (fp32 range, 10-bit mantissa: ~8x the fp32 rate on an
+    A100/H100; nanoGPT's and most trainers' setting), or with enabled=False make them exact fp32 again.
+    Returns True if it changed the setting; a CPU or MPS device is left alone (False).
+
+    Process-wide (cuBLAS has one switch), CUDA only: the legacy `allow_tf32` flag, not
+    `torch.set_float32_matmul_precision("high")`, which would also switch the CPU's oneDNN matmuls to TF32, and
+    not the per-backend `fp32_precision` API: set for CUDA alone, it makes `torch.get_float32_matmul_precision()`
+    raise (torch 2.13), and torch.compile's inductor calls that.
+    """
+    if torch.device(device).type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    return True
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices) so a run can be repeated exactly."""
     random.seed(seed)

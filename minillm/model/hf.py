@@ -120,9 +120,10 @@ def _hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     cfg = model.config
     perm = _rope_perm(cfg.head_dim)
     src = {k: v.detach() for k, v in model.state_dict().items()}
-    out = {"model.embed_tokens.weight": src["tok_emb.weight"], "model.norm.weight": src["norm_f.weight"]}
+    V = cfg.vocab_size  # a vocabulary padded for the GPU (pad_vocab_multiple) exports its real rows only
+    out = {"model.embed_tokens.weight": src["tok_emb.weight"][:V], "model.norm.weight": src["norm_f.weight"]}
     if not cfg.tie_embeddings:  # tied: HF rebuilds lm_head from embed_tokens (safetensors stores no aliases)
-        out["lm_head.weight"] = src["lm_head.weight"]
+        out["lm_head.weight"] = src["lm_head.weight"][:V]
     for i in range(cfg.n_layer):
         for ours, theirs in _LAYER_NAMES.items():
             w = src[f"blocks.{i}.{ours}"]

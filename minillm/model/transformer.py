@@ -27,6 +27,12 @@ from minillm.model.moe import MoE
 from minillm.model.position import rope_angles, sinusoidal_embedding
 
 
+# The logit of a padding id (ModelConfig.pad_vocab_multiple) in the loss: exp(MASKED_LOGIT - lse) is exactly 0 in fp32
+# whenever the row's log-sum-exp exceeds -9,800, so the loss and gradients equal the unpadded model's. Finite, not
+# -inf: a kernel that sums the row (label smoothing's mean logit) would compute 0 * -inf = nan even at smoothing 0.
+MASKED_LOGIT = -1e4
+
+
 class Block(nn.Module):
     """One transformer layer: attention then MLP, each wrapped in a residual connection and norms.
 
@@ -69,7 +75,9 @@ class GPT(nn.Module):
         # kernels="triton": with targets, the loss comes from the fused lm_head + cross-entropy kernel and the
         # (B, T, V) logits are never built, so forward returns logits=None. Set False to get logits (and pay for them).
         self.fuse_loss = True
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        # cfg.padded_vocab_size >= vocab_size rows (ModelConfig.pad_vocab_multiple): ids past vocab_size never occur
+        # in the input and are never predicted (see `_vocab_logits`), so the extra rows only align memory.
+        self.tok_emb = nn.Embedding(cfg.padded_vocab_size, cfg.n_embd)
         if cfg.position == "learned":
             self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
         elif cfg.position == "sinusoidal":
@@ -82,7 +90,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         # post-LN blocks already end in a norm; pre-LN (and sandwich) need one before the output layer
         self.norm_f = make_norm(cfg) if self.blocks[0].position != "post" else nn.Identity()
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
         if cfg.tie_embeddings:
             # weight tying (Press & Wolf 2017): input and output embeddings share one (V, C) matrix
             self.lm_head.weight = self.tok_emb.weight
@@ -90,6 +98,9 @@ class GPT(nn.Module):
         self._aux_term: torch.Tensor | None = None  # weighted MoE router losses of the last forward
         self.apply(self._init_weights)
         self._init_residual_projections()
+        with torch.no_grad():  # padding rows start (and, unused, stay) at zero: they cannot matter anywhere
+            self.tok_emb.weight[cfg.vocab_size:].zero_()
+            self.lm_head.weight[cfg.vocab_size:].zero_()
 
     # --- initialisation -------------------------------------------------------------------------------
     def _init_weights(self, module: nn.Module) -> None:
@@ -194,20 +205,24 @@ class GPT(nn.Module):
         (`last_aux_loss`); subtract it for the pure LM loss.
         """
         cfg = self.config
+        V = cfg.vocab_size
         h = self.hidden_states(idx, prefix_len=prefix_len, cache=cache, pad_mask=pad_mask)  # (B, T, C)
         logits = loss = None
         if targets is not None and self._loss_is_fused():
-            # lm_head and cross-entropy in token chunks: only a chunk's logits exist at a time (Survey §4.3)
-            loss = kernels.ops.fused_linear_cross_entropy(h.reshape(-1, h.size(-1)), self.lm_head.weight, targets.reshape(-1))
+            # lm_head and cross-entropy in token chunks: only a chunk's logits exist at a time (Survey §4.3).
+            # A padded table: its first V rows (a contiguous view), so padding ids are never scored.
+            w = self.lm_head.weight if cfg.padded_vocab_size == V else self.lm_head.weight[:V]
+            loss = kernels.ops.fused_linear_cross_entropy(h.reshape(-1, h.size(-1)), w, targets.reshape(-1))
         else:
-            logits = self.lm_head(h)  # (B, T, V)
+            padded, logits = self._vocab_logits(self.lm_head(h))  # (B, T, V_padded) for the loss, (B, T, V)
         if targets is not None and loss is None:
             if self.loss_fn is not None:
                 loss = self.loss_fn(logits, targets)
             elif cfg.kernels == "triton":
-                loss = kernels.ops.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+                # the padded rows: a row length divisible by 64 lets the kernel use vector loads
+                loss = kernels.ops.cross_entropy(padded.view(-1, padded.size(-1)), targets.reshape(-1))
             else:
-                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+                loss = F.cross_entropy(padded.float().view(-1, padded.size(-1)), targets.reshape(-1), ignore_index=-100)
             if cfg.z_loss > 0:  # PaLM: pull log Z toward 0 so the softmax normaliser cannot drift (output stability)
                 log_z = torch.logsumexp(logits.float(), dim=-1)[targets != -100]  # (N,) scored positions
                 loss = loss + cfg.z_loss * log_z.pow(2).mean()
@@ -217,6 +232,19 @@ class GPT(nn.Module):
             if loss is not None:
                 loss = loss + aux  # the router learns balance (and small logits) from these terms only
         return logits, loss
+
+    def _vocab_logits(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """lm_head's output (..., V_padded) -> (the same with padding columns at MASKED_LOGIT, for the loss: rows of
+        a multiple of 64 load fast; the (..., V) real-vocabulary view, returned to callers: no copy, no padding id).
+
+        The fill is in place: a matmul's backward does not need its output, and the fill zeroes those columns'
+        gradient. An unpadded model, or an lm_head replaced by something that is not the vocabulary layer (PPO's
+        critic swaps in nn.Identity to read hidden states), gets `out` back twice, untouched."""
+        V, V_padded = self.config.vocab_size, self.config.padded_vocab_size
+        if V_padded == V or out.size(-1) != V_padded or isinstance(self.lm_head, nn.Identity):
+            return out, out
+        out[..., V:] = MASKED_LOGIT
+        return out, out[..., :V]
 
     def _loss_is_fused(self) -> bool:
         """True when forward computes the loss with the fused linear cross-entropy kernel (and returns no logits)."""

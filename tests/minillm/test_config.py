@@ -92,3 +92,48 @@ def test_preset_comments_state_their_parameter_counts():
     assert set(stated) >= {"tiny", "small", "medium"}, stated
     for name, count in stated.items():
         assert GPT(presets.model_preset(name, vocab_size=256)).num_params() == count, name
+
+
+def test_gpu_profile_turns_on_the_gpu_speedups_and_cpu_profiles_do_not():
+    gpu = presets.train_preset("gpu")
+    assert gpu.optimizer == "torch_adamw" and gpu.compile is True  # fused AdamW on CUDA (train/optim.py), compiled
+    assert presets.model_preset("medium", size="gpu").pad_vocab_multiple == 64
+    for size in ("ci", "laptop"):  # CPU runs stay exactly as they were
+        cfg = presets.train_preset(size)
+        assert (cfg.optimizer, cfg.compile) == ("adamw", False), size
+        assert presets.model_preset("small", size=size).pad_vocab_multiple is None, size
+    # an explicit override wins over the profile's default
+    assert presets.model_preset("medium", size="gpu", pad_vocab_multiple=None).padded_vocab_size == 256
+    assert presets.train_preset("gpu", compile=False).compile is False
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        presets.model_preset("small", size="huge")
+
+
+def test_model_preset_follows_the_active_profile(monkeypatch):
+    monkeypatch.setenv("MINILLM_SIZE", "gpu")
+    assert presets.model_preset("gpt2-124m").padded_vocab_size == 50304  # 50257 -> 786 * 64, as nanoGPT
+    monkeypatch.delenv("MINILLM_SIZE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA host: gpu is the default profile
+    assert presets.model_preset("small").pad_vocab_multiple == 64 and presets.train_preset().compile is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert presets.model_preset("small").pad_vocab_multiple is None and presets.train_preset().compile is False
+
+
+def test_tf32_is_set_on_cuda_only():
+    from minillm.device import set_tf32
+
+    matmul = torch.backends.cuda.matmul  # a process-wide switch: put it back afterwards
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        assert set_tf32(torch.device("cpu"), True) is False and matmul.allow_tf32 is False
+        assert torch.backends.mkldnn.matmul.fp32_precision != "tf32"  # the CPU's matmuls stay exact fp32
+        # the flag is only a setting: a CPU-only build takes it, so the CUDA branch is checked here too
+        assert set_tf32(torch.device("cuda"), True) is True and matmul.allow_tf32 is True
+        assert torch.get_float32_matmul_precision() == "high"  # still readable: torch.compile's inductor asks
+        assert set_tf32(torch.device("cuda", 0), False) is True and matmul.allow_tf32 is False
+    finally:
+        matmul.allow_tf32 = before
+    with pytest.raises(ValueError, match="TrainConfig.tf32=1 must be True or False"):
+        TrainConfig(tf32=1)
+    assert TrainConfig().tf32 is True

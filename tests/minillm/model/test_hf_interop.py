@@ -69,6 +69,20 @@ def test_round_trip_gives_identical_logits(tmp_path: Path, tie: bool) -> None:
     assert torch.equal(logits(back, ids()), logits(model, ids()))
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_gpu_padded_vocabulary_exports_its_real_rows(tmp_path: Path, tie: bool) -> None:
+    """The gpu profile pads the vocabulary to a multiple of 64 (97 -> 128 rows): the export holds the 97 real rows
+    under vocab_size 97, and the imported (unpadded) model gives the same logits."""
+    torch.manual_seed(0)
+    model = jitter(GPT(llama_cfg(tie, pad_vocab_multiple=64)))
+    assert model.tok_emb.weight.shape[0] == 128
+    out = export_llama(model, tmp_path / "ckpt")
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == 97
+    back = import_llama(out)
+    assert back.tok_emb.weight.shape[0] == 97
+    assert torch.allclose(logits(back, ids()), logits(model, ids()), atol=ATOL)
+
+
 def test_rope_permutation_turns_adjacent_pairs_into_halves() -> None:
     """minillm's RoPE on x equals HF's rotate-half RoPE on x with its dims reordered by _rope_perm."""
     D, T = 16, 7
