@@ -149,12 +149,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     if world > 1 and train_cfg.parallel == "none":
         raise ValueError(f"started by torchrun with WORLD_SIZE={world} but --parallel is none: every process "
                          f"would train alone and write the same files; pass --parallel ddp (or fsdp)")
-    if world > 1:
-        init_distributed()  # reads RANK, WORLD_SIZE, MASTER_ADDR/PORT from torchrun's environment
+    grouped = train_cfg.parallel != "none"  # ddp/fsdp need a process group, even of one (torchrun --nproc_per_node=1)
+    if grouped:
+        # RANK, WORLD_SIZE, MASTER_ADDR/PORT from torchrun's environment; the backend follows the training device
+        init_distributed(device=train_cfg.device)
     try:
         _train(args, model_cfg, train_cfg, data, main=int(os.environ.get("RANK", "0")) == 0)
     finally:
-        if world > 1:
+        if grouped:
             dist.destroy_process_group()
 
 

@@ -2,13 +2,14 @@
 
 Large runs are interrupted (hardware faults, preemption, time limits), so training state is saved regularly and
 restored later as if nothing had happened. "Everything" is more than the weights: the optimizer's moments, the
-step (it sets the learning rate), the data loader's position and all random-number generator states. Restoring
-all of them makes the resumed loss curve bit-identical to an uninterrupted one on CPU.
+step (it sets the learning rate), the data loader's position and all random-number generator states (those of
+every rank in a data-parallel run: each GPU draws its own dropout masks). Restoring all of them makes the resumed
+loss curve bit-identical to an uninterrupted one on CPU.
 
 A checkpoint is a directory:
 
     model.safetensors   the weights (safetensors: no pickle, so loading cannot run code; memory-mappable)
-    state.pt            optimizer state, step, RNG states, loader state, configs, versions (torch.save)
+    state.pt            optimizer state, step, RNG states (per rank), loader state, configs, versions (torch.save)
     meta.json           a human-readable summary (step, versions, time)
 
 Writes are atomic: everything goes into a temporary directory next to the target, is fsynced, and only then
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -103,17 +105,23 @@ def _weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
                     *, scheduler: Any = None, loader_state: dict | None = None, config: Any = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, rng_states: list[dict] | None = None) -> Path:
     """Write a checkpoint directory at `path` atomically; returns the path.
 
     model: weights go to model.safetensors (and `model.config`, if it has `to_dict`, into state.pt so a
     mismatch can be explained on load). optimizer: its state_dict (None for weights-only). scheduler: anything
     with state_dict(). loader_state: e.g. `RandomLoader.state_dict()`. config: the TrainConfig (or a dict).
     extra: any further picklable-by-torch data (tensors, numbers, strings, lists, dicts).
+    rng_states: every rank's `minillm.device.rng_state()`, in rank order (`Parallelism.rng_states()`, gathered
+    on all ranks before rank 0 saves); None = a single process, whose own state is saved as rank 0's.
     An existing checkpoint at `path` is replaced only once the new one is completely on disk.
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step={step!r} must be a non-negative integer")
+    if rng_states is not None and (not isinstance(rng_states, list) or not rng_states
+                                   or not all(isinstance(r, dict) for r in rng_states)):
+        raise ValueError("rng_states must be a non-empty list of rng_state() dicts, one per rank in rank order "
+                         "(Parallelism.rng_states()), or None for a single process")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = _unwrap(model)
@@ -124,7 +132,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "loader_state": loader_state,
-        "rng": _encode_rng(rng_state()),
+        # One entry per rank; a single process is rank 0. (Format 1 checkpoints written before this held only
+        # "rng", the saving process's state; load_checkpoint still reads those for rank 0.)
+        "rng_per_rank": [_encode_rng(r) for r in (rng_states if rng_states is not None else [rng_state()])],
         "model_config": model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else None,
         "train_config": config.to_dict() if hasattr(config, "to_dict") else config,
         "extra": extra,
@@ -225,9 +235,12 @@ def _architecture_error(path: Path, model: nn.Module, weights: dict, saved_cfg: 
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
-                    map_location: str | torch.device = "cpu", restore_rng: bool = False) -> int:
+                    map_location: str | torch.device = "cpu", restore_rng: bool = False,
+                    rank: int | None = None) -> int:
     """Load weights (and optimizer state, and RNG states if `restore_rng`) from `path`; return the saved step.
 
+    restore_rng restores the RNG states saved for `rank` (None = this process's rank in the default process
+    group, 0 without one): each data-parallel rank continues its own random streams.
     The model must have the same architecture; otherwise a RuntimeError lists missing/unexpected keys, shape
     mismatches and the ModelConfig fields that differ. Weights are copied into the model's own device/dtype.
     """
@@ -249,8 +262,26 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
             raise ValueError(f"the optimizer state in {path} does not fit this optimizer ({e}); build the optimizer "
                              f"the same way as the saved run (same param groups, same model)") from e
     if restore_rng:
-        set_rng_state(_decode_rng(state["rng"]))
+        set_rng_state(_decode_rng(_rng_of_rank(path, state, _this_rank() if rank is None else rank)))
     return int(state["step"])
+
+
+def _this_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _rng_of_rank(path: Path, state: dict, rank: int) -> dict:
+    """The encoded RNG states saved for `rank`, or a clear error when the checkpoint has none for it."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank={rank!r} must be a non-negative integer")
+    per_rank = state.get("rng_per_rank")
+    if per_rank is None:  # written before per-rank states: it holds the saving process's (rank 0's) only
+        per_rank = [state["rng"]]
+    if rank >= len(per_rank):
+        raise ValueError(f"checkpoint {path} holds the RNG states of {len(per_rank)} process(es), none for rank "
+                         f"{rank}: resume with the number of processes that saved it "
+                         f"(--nproc_per_node={len(per_rank)}), or load with restore_rng=False")
+    return per_rank[rank]
 
 
 # ----------------------------------------------------------------------------- finding checkpoints

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from minillm.config import TrainConfig
 from minillm.data.loader import DataSplits, RandomLoader, get_batch
-from minillm.device import resolve_device, seed_everything
+from minillm.device import resolve_device, seed_everything, set_tf32
 from minillm.train.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
                          load_checkpoint_state, save_checkpoint)
 from minillm.train.distributed import Parallelism
@@ -104,6 +104,7 @@ class Trainer:
             raise ValueError("model must have a .config with block_size and vocab_size (like minillm.GPT)")
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        set_tf32(self.device, cfg.tf32)  # CUDA only: fp32 matmuls on TF32 tensor cores (a process-wide switch)
         self.policy = PrecisionPolicy(cfg.precision, self.device)
         self.splits = _as_splits(data)
         _check_vocab(self.splits, mcfg.vocab_size)
@@ -114,13 +115,13 @@ class Trainer:
         elif len(val) <= self.block_size:
             raise ValueError(f"the validation split has {len(val)} tokens, too few for one window of "
                              f"block_size+1={self.block_size + 1}: use more data or a larger validation split")
-        self.par = Parallelism(cfg.parallel)  # rank, world_size and collectives (no-ops for a single process)
+        self.par = Parallelism(cfg.parallel, self.device)  # rank, world_size, collectives (no-ops for one process)
         self.model = model.to(self.device)  # the plain module: its state_dict is what checkpoints hold
         if cfg.parallel == "fsdp" and cfg.out_dir:
             raise ValueError("TrainConfig.parallel='fsdp' does not write checkpoints yet (they would need the "
                              "sharded weights gathered): use out_dir=None, or parallel='ddp'")
-        self._wrapped = self.par.wrap(self.model)  # DDP wrapper / the FSDP-sharded model / the model itself
-        self._forward = torch.compile(self._wrapped) if cfg.compile else self._wrapped
+        # DDP wrapper / the FSDP-sharded model / the model itself, and what to call (compiled as the wrapper needs)
+        self._wrapped, self._forward = self.par.wrap(self.model, compile=cfg.compile, dtype=self.policy.dtype)
         # Evaluation needs no gradient sync: a DDP replica scores alone (FSDP must still gather its shards).
         self._eval_forward = self.model if cfg.parallel == "ddp" else self._forward
         self.optimizer = build_optimizer(self.model, cfg, self.device)  # after wrap: FSDP replaced the params
@@ -293,17 +294,18 @@ class Trainer:
         if path is None and self.out_dir is None:
             raise ValueError("Trainer.save() needs a path, or TrainConfig.out_dir to save under")
         target = Path(path) if path is not None else checkpoint_path(self.out_dir, self.step)
+        rng_states = self.par.rng_states()  # a collective: every rank's RNG, so each resumes its own
         if self.par.is_main:
-            self._save(target, prune=path is None)
+            self._save(target, prune=path is None, rng_states=rng_states)
         self.par.barrier()
         return target
 
-    def _save(self, target: Path, prune: bool) -> None:
+    def _save(self, target: Path, prune: bool, rng_states: list[dict]) -> None:
         extra = {"history": self.history, "skipped": self.skipped, "elapsed_s": self.elapsed_s,
                  "loss_sum": self._loss_sum.detach().cpu(), "loss_count": self._loss_count,
                  "interval_steps": self._interval_steps, "precision": self.policy.state_dict()}
         save_checkpoint(target, self.model, self.optimizer, self.step, loader_state=self.loader.state_dict(),
-                        config=self.cfg, extra=extra)
+                        config=self.cfg, extra=extra, rng_states=rng_states)
         if prune:  # the new checkpoint is complete on disk, so this run's older ones can go
             for old in list_checkpoints(self.out_dir):
                 if old != target and old.parent == target.parent:
@@ -315,7 +317,7 @@ class Trainer:
             raise FileNotFoundError(f"resume=True but there is no checkpoint under {self.out_dir / 'ckpt'}: "
                                     f"set resume=False to start a new run")
         state = load_checkpoint_state(ckpt)
-        self.step = load_checkpoint(ckpt, self.model, self.optimizer, restore_rng=True)
+        self.step = load_checkpoint(ckpt, self.model, self.optimizer, restore_rng=True, rank=self.par.rank)
         self.loader.load_state_dict(state["loader_state"])
         extra = state["extra"]
         self.history = list(extra["history"])

@@ -24,19 +24,29 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from minillm.device import resolve_device
+
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # After the first failure, how long spawn waits for the other ranks' reports, to tell cause from consequence.
 _GRACE_S = 2.0
+# Default collective timeouts (see init_distributed).
+NCCL_TIMEOUT_S, GLOO_TIMEOUT_S = 600.0, 120.0
 
 
-def init_distributed(backend: str | None = None, timeout_s: float = 120) -> tuple[int, int]:
+def init_distributed(backend: str | None = None, timeout_s: float | None = None, *,
+                     device: str | torch.device = "auto") -> tuple[int, int]:
     """Join the process group that torchrun's environment describes; return (rank, world_size).
 
-    backend None = nccl when CUDA is available (GPU collectives), else gloo (CPU). The timeout bounds every
-    collective too, so a rank that dies makes the others fail after `timeout_s` instead of waiting forever.
-    Calling it when the group already exists is an error: two trainers in one process would share it silently.
+    device: the device this process will TRAIN on (TrainConfig.device: auto | cpu | cuda). backend None follows it:
+    nccl for cuda (GPU collectives), gloo for cpu. A CPU run on a host that has GPUs must still use gloo: NCCL
+    cannot reduce CPU tensors, and it would claim GPU LOCAL_RANK, which a one-GPU host lacks for rank 1.
+    Under nccl each process takes GPU LOCAL_RANK (torch.cuda.set_device), which must exist on this host.
+    timeout_s bounds every collective, so a rank that dies makes the others fail instead of waiting forever.
+    None = 600 s for nccl (rank 0 writing a large checkpoint while the others wait at a barrier can take minutes),
+    120 s for gloo (CPU runs are small). Calling it when the group already exists is an error: two trainers in one
+    process would share it silently.
     """
-    if not timeout_s > 0:
+    if timeout_s is not None and not timeout_s > 0:
         raise ValueError(f"timeout_s={timeout_s!r} must be > 0")
     missing = [v for v in _TORCHRUN_VARS if v not in os.environ]
     if missing:
@@ -44,12 +54,40 @@ def init_distributed(backend: str | None = None, timeout_s: float = 120) -> tupl
                            "`torchrun --nproc_per_node=N script.py` (or use minillm.train.parallel.spawn)")
     if dist.is_initialized():
         raise RuntimeError("init_distributed: the default process group already exists in this process")
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend if backend is not None else backend_for(device)
+    if timeout_s is None:
+        timeout_s = NCCL_TIMEOUT_S if backend == "nccl" else GLOO_TIMEOUT_S
+    kwargs: dict[str, Any] = {}
     if backend == "nccl":  # one GPU per process: LOCAL_RANK picks which one on this node
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+        gpu = _local_gpu()
+        if ":" in str(device) and torch.device(device) != gpu:
+            raise ValueError(f"device={str(device)!r} names one GPU for every process, but this process owns {gpu} "
+                             f"(LOCAL_RANK); under torchrun pass device='cuda' (--device cuda)")
+        torch.cuda.set_device(gpu)
+        # device_id (torch >= 2.3; minillm needs 2.5) binds the group to this GPU: NCCL sets up its communicator
+        # now rather than at the first collective, and barrier() knows which GPU to use instead of guessing.
+        kwargs["device_id"] = gpu
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s), **kwargs)
     return dist.get_rank(), dist.get_world_size()
+
+
+def backend_for(device: str | torch.device) -> str:
+    """The collective backend for training on `device`: 'nccl' for CUDA, 'gloo' otherwise (cpu; mps has none).
+
+    'auto' resolves as the Trainer resolves it (CUDA when available), so the group and the model agree; asking
+    for an absent accelerator raises (resolve_device).
+    """
+    return "nccl" if resolve_device(device).type == "cuda" else "gloo"
+
+
+def _local_gpu() -> torch.device:
+    """cuda:LOCAL_RANK, after checking that this host has that GPU (a clear error instead of 'invalid ordinal')."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if local >= n:
+        raise RuntimeError(f"rank {local} asked for GPU {local} but this host has {n} (LOCAL_RANK={local}, "
+                           f"one GPU per process); run with --nproc_per_node<={n} or --device cpu")
+    return torch.device("cuda", local)
 
 
 def rank() -> int:

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 from minillm.config import ModelConfig, TrainConfig
 from minillm.data.loader import RandomLoader
+from minillm.device import rng_state
 from minillm.model.transformer import GPT
 from minillm.train import checkpoint as ckpt_mod
 from minillm.train.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
@@ -81,6 +82,52 @@ def test_restore_rng_replays_the_same_random_numbers(tmp_path):
     load_checkpoint(path, model, restore_rng=True)
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+
+def _draws_after(seed: int) -> tuple[dict, tuple]:
+    """(this process's RNG states after seeding everything with `seed`, the draws that follow them)."""
+    torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
+    state = rng_state()
+    return state, (torch.rand(3), np.random.rand(3), random.random())
+
+
+def test_each_rank_restores_its_own_rng_state(tmp_path):
+    """A data-parallel checkpoint holds every rank's RNG (each GPU draws its own dropout masks); rank r restores
+    entry r, not rank 0's. (Before issue #20 only the saving rank's state was written and every rank got it.)"""
+    model, opt = trained()
+    states, draws = zip(*(_draws_after(100 + r) for r in range(3)))
+    path = save_checkpoint(tmp_path / "c", model, opt, 2, rng_states=list(states))
+    for r in (2, 0, 1):
+        torch.manual_seed(7), np.random.seed(7), random.seed(7)
+        load_checkpoint(path, model, restore_rng=True, rank=r)
+        again = (torch.rand(3), np.random.rand(3), random.random())
+        assert torch.equal(draws[r][0], again[0]) and np.array_equal(draws[r][1], again[1]), r
+        assert draws[r][2] == again[2], r
+    with pytest.raises(ValueError, match=r"RNG states of 3 process\(es\), none for rank 3.*--nproc_per_node=3"):
+        load_checkpoint(path, model, restore_rng=True, rank=3)
+    load_checkpoint(path, model, rank=3)  # weights only: the RNG entries are not needed
+    # A single process saves its own state as rank 0's; a second rank finds none of its own.
+    single = save_checkpoint(tmp_path / "s", model, opt, 2)
+    assert len(load_checkpoint_state(single)["rng_per_rank"]) == 1
+    with pytest.raises(ValueError, match="none for rank 1"):
+        load_checkpoint(single, model, restore_rng=True, rank=1)
+    with pytest.raises(ValueError, match="rng_states must be a non-empty list"):
+        save_checkpoint(tmp_path / "x", model, opt, 2, rng_states=[])
+
+
+def test_a_checkpoint_from_before_per_rank_rng_restores_rank_0(tmp_path):
+    model, opt = trained()
+    torch.manual_seed(5)
+    path = save_checkpoint(tmp_path / "c", model, opt, 2)
+    draws = torch.rand(3)
+    old = load_checkpoint_state(path)
+    old["rng"] = old.pop("rng_per_rank")[0]  # the format written before issue #20: one "rng" entry
+    torch.save(old, path / "state.pt")
+    torch.manual_seed(7)
+    load_checkpoint(path, model, restore_rng=True)
+    assert torch.equal(torch.rand(3), draws)
+    with pytest.raises(ValueError, match="RNG states of 1 process"):
+        load_checkpoint(path, model, restore_rng=True, rank=1)
 
 
 def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -230,3 +230,67 @@ def test_cuda_mixed_precision_trains_and_reports_mfu(precision):
     history = Trainer(tiny_gpt(), cfg, TOKENS).fit()
     assert history[-1]["loss"] < history[0]["loss"]
     assert "mfu" in history[-1]
+
+
+def test_tf32_is_left_alone_on_cpu():
+    matmul = torch.backends.cuda.matmul  # process-wide: a CPU run must not flip it (nor the CPU's oneDNN setting)
+    before = matmul.allow_tf32
+    try:
+        matmul.allow_tf32 = False
+        Trainer(tiny_gpt(), train_cfg(max_steps=1, tf32=True), TOKENS).fit()
+        assert matmul.allow_tf32 is False and torch.backends.mkldnn.matmul.fp32_precision != "tf32"
+    finally:
+        matmul.allow_tf32 = before
+
+
+def test_trainer_asks_for_tf32_as_configured(monkeypatch):
+    import minillm.train.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "set_tf32", lambda device, enabled: calls.append((device.type, enabled)))
+    Trainer(tiny_gpt(), train_cfg(), TOKENS)
+    Trainer(tiny_gpt(), train_cfg(tf32=False), TOKENS)
+    assert calls == [("cpu", True), ("cpu", False)]  # set_tf32 itself ignores non-CUDA devices (test_config.py)
+
+
+def test_a_padded_vocabulary_trains_like_the_plain_one():
+    # pad_vocab_multiple=64 (the gpu profile's) with the same real weights: the same losses, step for step
+    plain = tiny_gpt()
+    padded = tiny_gpt(pad_vocab_multiple=64)
+    with torch.no_grad():
+        for name, p in padded.state_dict().items():
+            src = plain.state_dict()[name]
+            (p[:V] if p.shape != src.shape else p).copy_(src)
+    cfg = train_cfg(max_steps=6, optimizer="torch_adamw")
+    a, b = Trainer(plain, cfg, TOKENS).fit(), Trainer(padded, cfg, TOKENS).fit()
+    assert [r["loss"] for r in b] == pytest.approx([r["loss"] for r in a], rel=1e-5)
+    assert not padded.tok_emb.weight[V:].any()  # padding rows: no gradient, so weight decay keeps them at 0
+
+
+@pytest.mark.gpu
+def test_cuda_turns_tf32_on_and_off_as_configured():
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    try:
+        Trainer(tiny_gpt(), train_cfg(device="cuda"), TOKENS)
+        assert matmul.allow_tf32 is True
+        Trainer(tiny_gpt(), train_cfg(device="cuda", tf32=False), TOKENS)
+        assert matmul.allow_tf32 is False
+    finally:
+        matmul.allow_tf32 = before
+
+
+@pytest.mark.gpu
+def test_gpu_profile_defaults_train_on_cuda():
+    # The gpu profile's speedups together, as `MINILLM_SIZE=gpu` runs them: fused torch AdamW, torch.compile,
+    # the vocabulary padded to 64 (V=50 -> 64 rows), TF32 and bf16 autocast; a short run must learn.
+    from minillm import presets
+
+    model = GPT(presets.model_preset("tiny", size="gpu", vocab_size=V, block_size=16))
+    cfg = presets.train_preset("gpu", batch_size=8, max_steps=30, warmup_steps=2, eval_interval=0, eval_batches=2,
+                               log_interval=10, progress=False, device="cuda", lr=3e-3)
+    trainer = Trainer(model, cfg, TOKENS)
+    assert trainer.optimizer.defaults.get("fused") is True and model.tok_emb.weight.shape[0] == 64
+    history = trainer.fit()
+    assert history[-1]["loss"] < history[0]["loss"] - 0.5
+    assert math.isfinite(history[-1]["val_loss"])

@@ -22,7 +22,7 @@ from minillm.train.trainer import Trainer
 
 TINY = dict(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
 B, WORLD, STEPS, TOL = 2, 2, 6, 1e-5
-SPAWN_TIMEOUT_S = 60
+SPAWN_TIMEOUT_S = 90
 
 
 def tokens() -> np.ndarray:
@@ -68,9 +68,29 @@ def _ranks(rank: int, world: int, tmp: str) -> dict:
     torch.manual_seed(123)  # the resumed run must not depend on anything but the checkpoint
     resumed = Trainer(GPT(ModelConfig(**TINY)), config(**kw, out_dir=str(tmp / "resumed"), resume=True), tokens())
     resumed.fit()
+
+    # FSDP under bf16: each Block computes on bf16 weights gathered by FSDP2 (reduce in fp32; issue #20).
+    bf16 = Trainer(tiny_gpt(), config(parallel="fsdp", precision="bf16", max_steps=2, eval_interval=0), tokens())
+    linear = next(m for m in bf16.model.blocks[0].modules() if isinstance(m, torch.nn.Linear))
+    bf16_dtypes: list[torch.dtype] = []
+    linear.register_forward_pre_hook(lambda m, args: bf16_dtypes.append(m.weight.dtype))
+    bf16_history = bf16.fit()
+
+    # Every rank's RNG survives a checkpoint (issue #20): on GPUs each rank's generator is its own, simulated
+    # here by seeding the ranks differently just before the save. A resumed run must draw what this one would.
+    kw = dict(parallel="ddp", max_steps=2, eval_interval=0, checkpoint_interval=0)
+    before = Trainer(tiny_gpt(), config(**kw, out_dir=str(tmp / "rng")), tokens())
+    before.fit()
+    torch.manual_seed(1000 + rank)
+    before.save()
+    drawn = torch.rand(4)
+    Trainer(tiny_gpt(), config(**kw, out_dir=str(tmp / "rng"), resume=True), tokens())
+    redrawn = torch.rand(4)
     return {"ddp_history": ddp_history, "ddp_params": params(ddp), "fsdp_history": fsdp_history,
             "fsdp_params": params(fsdp), "straight": params(straight), "resumed": params(resumed),
-            "straight_history": straight.history, "resumed_history": resumed.history}
+            "straight_history": straight.history, "resumed_history": resumed.history,
+            "bf16_dtypes": bf16_dtypes, "bf16_losses": [row["loss"] for row in bf16_history],
+            "rng_drawn": drawn, "rng_redrawn": redrawn}
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +152,22 @@ def test_resume_under_two_processes_is_exact(runs):
         assert clean[0] == clean[1]
 
 
+def test_fsdp_bf16_computes_on_bf16_weights(runs):
+    _, results = runs
+    for r, res in enumerate(results):
+        assert res["bf16_dtypes"] and set(res["bf16_dtypes"]) == {torch.bfloat16}, (r, res["bf16_dtypes"])
+        assert all(np.isfinite(res["bf16_losses"])), (r, res["bf16_losses"])
+    assert results[0]["bf16_losses"] == results[1]["bf16_losses"]  # the step's loss is averaged over ranks
+
+
+def test_each_rank_resumes_its_own_rng(runs):
+    _, results = runs
+    for r, res in enumerate(results):
+        assert torch.equal(res["rng_drawn"], res["rng_redrawn"]), \
+            f"rank {r}: after resume the RNG draws {res['rng_redrawn']} instead of {res['rng_drawn']}"
+    assert not torch.equal(results[0]["rng_drawn"], results[1]["rng_drawn"])  # the ranks' states did differ
+
+
 def test_parallel_without_a_process_group_is_a_clear_error():
     with pytest.raises(RuntimeError, match="needs a process group"):
         Trainer(tiny_gpt(), config(parallel="ddp"), tokens())
@@ -158,3 +194,61 @@ def test_cli_under_torchrun(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert rows[-1]["tokens"] == 4 * 2 * 2 * 16  # steps x per-rank batch x ranks x block_size
+
+
+# ----------------------------------------------------------------------------- on a GPU host (issue #20)
+# test_cli_under_torchrun above is also the GPU host's CPU case: on a one-GPU machine its 2 CPU ranks must use
+# gloo and leave the GPU alone (before issue #20, rank 1 died with 'invalid device ordinal').
+
+_NCCL_SCRIPT = """
+import json, sys
+import numpy as np, torch, torch.distributed as dist
+from minillm.config import ModelConfig, TrainConfig
+from minillm.model.transformer import GPT
+from minillm.train.parallel import init_distributed
+from minillm.train.trainer import Trainer
+
+device, out = sys.argv[1], sys.argv[2]
+rank, world = init_distributed(device=device)
+tokens = np.random.default_rng(0).integers(0, 32, size=4000).astype(np.int64)
+def cfg(**kw):
+    base = dict(batch_size=4, grad_accum_steps=2, max_steps=4, lr=3e-3, warmup_steps=1, eval_interval=2,
+                eval_batches=2, log_interval=1, progress=False, device=device, seed=7)
+    return TrainConfig(**{**base, **kw})
+def model():
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1))
+res = {"backend": dist.get_backend(), "rank": rank}
+a = Trainer(model(), cfg(parallel="ddp", out_dir=out + "/straight"), tokens)
+a.fit()
+b = Trainer(model(), cfg(parallel="ddp", out_dir=out + "/resumed"), tokens)
+b.fit(stop_at=2)
+b = Trainer(model(), cfg(parallel="ddp", out_dir=out + "/resumed", resume=True), tokens)
+b.fit()
+res["ddp_losses"] = [r["loss"] for r in a.history]
+res["resumed_losses"] = [r["loss"] for r in b.history]
+res["device"] = str(next(a.model.parameters()).device)
+f = Trainer(model(), cfg(parallel="fsdp", precision="bf16", compile=True, eval_interval=0), tokens)
+res["fsdp_bf16_compiled_losses"] = [r["loss"] for r in f.fit()]
+if rank == 0:
+    open(out + "/result.json", "w").write(json.dumps(res))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.gpu
+def test_nccl_ddp_resume_and_fsdp_bf16_compile_on_the_gpu(tmp_path):
+    """One process per GPU under NCCL (as many as this host has): DDP trains and resumes exactly (dropout on, so
+    each rank's CUDA RNG matters), FSDP2 trains under bf16 with per-Block compile."""
+    from minillm.train.launch import torchrun
+
+    script = tmp_path / "nccl_rehearsal.py"
+    script.write_text(_NCCL_SCRIPT)
+    n = torch.cuda.device_count()
+    torchrun([str(script), "cuda", str(tmp_path)], nproc=n, timeout_s=400, cwd=tmp_path)
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["backend"] == "nccl" and res["device"] == "cuda:0"
+    assert np.isfinite(res["ddp_losses"]).all() and np.isfinite(res["fsdp_bf16_compiled_losses"]).all()
+    # Equal up to CUDA's nondeterministic atomics (embedding backward); a rank resumed with another's dropout
+    # stream would differ by far more.
+    assert np.allclose(res["resumed_losses"], res["ddp_losses"], atol=1e-4, rtol=0)
