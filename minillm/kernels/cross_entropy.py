@@ -10,9 +10,15 @@ Per row x (V,) with target t, in blocks of BLOCK columns:
           block raises the max to m', rescale d by exp(m - m') first. Then lse = m + log d, and
               loss = (1 - eps) * (lse - x_t) + eps * (lse - mean_j x_j)
           which is torch's label smoothing (eps/V of the target mass spread over every class; eps = 0: plain NLL).
-  pass 2, the gradient of the MEAN loss over the n_valid scored rows, written straight away:
-              d loss / d x_j = (softmax_j - eps / V - (1 - eps) * [j == t]) / n_valid
-          so backward is a single multiply by the incoming grad_output (skipped when it is 1, as usual).
+  pass 2, the gradient of the row's loss (of the SUM over rows, not yet of the mean), written straight away:
+              d loss / d x_j = softmax_j - eps / V - (1 - eps) * [j == t]          in [-1, 1]
+          and backward is a single multiply by grad_output / n_valid, in fp32 (`runtime.scale_saved_grad`).
+Why the sum and not the mean: the gradient is stored in the logits' dtype, and in fp16 (5 exponent bits) the
+mean's softmax_j / n_valid is below fp16's smallest number (6e-8) for most classes (1/V / n_valid ~ 1.5e-8 at
+V = 4096, n_valid = 16384), so it flushed to zero before a GradScaler's scale could lift it. Unnormalised, a
+probability keeps fp16's full precision down to 6e-5 and is nonzero down to 3e-8 (torch's own fp16 gradient
+under a GradScaler, scale / n_valid * softmax_j, has the same limits at scale = n_valid), and 1/n_valid meets
+the scale in fp32, in backward.
 The gradient may overwrite the logits themselves (`grad_buffer=logits`): no second (N, V) buffer at all, which
 fused_linear_cross_entropy does on its own chunk of logits. The public function writes a new buffer, because
 the caller may still need the logits (e.g. to sample from them).
@@ -20,8 +26,8 @@ the caller may still need the logits (e.g. to sample from them).
 Rows whose target is `ignore_index` (prompt tokens in SFT, padding) get loss 0 and gradient 0. Unlike torch,
 when EVERY row is ignored the mean loss is 0 with a zero gradient, not 0/0 = nan: a batch of only prompt
 tokens must not put NaN into the weights. bf16/fp16 logits are read as fp32; the gradient is stored in the
-logits' dtype. The launcher also returns lse (N,) fp32 for every row, ignored ones included: the model's
-z-loss (PaLM) is mean(lse^2) over the scored rows, at no extra cost.
+logits' dtype (see above for fp16). The launcher also returns lse (N,) fp32 for every row, ignored ones
+included: the model's z-loss (PaLM) is mean(lse^2) over the scored rows, at no extra cost.
 """
 from __future__ import annotations
 
@@ -33,10 +39,14 @@ from minillm.kernels import runtime
 
 JIT_MODE = runtime.current_mode()  # fixed now: @triton.jit below decides interpreter vs compiled at import
 
-# Columns per loop trip. On a GPU a wide block means few trips (2 at GPT-2's V = 50304); 32768 fp32 values over
-# 32 warps is 32 registers per thread per live vector. In the interpreter every trip is slow Python, but a
-# small block makes the tests go round the loop (and cross block edges) with a vocabulary of a few hundred.
-MAX_BLOCK_GPU = 32768
+# Columns per loop trip, and warps per program. On a GPU a wider block means fewer trips, but each live (BLOCK,)
+# fp32 vector takes BLOCK / (32 * warps) registers per thread: 32768 columns over 32 warps spilled registers to
+# local memory on sm_90a, while 8192 over 16 warps (16 registers per vector) does not. So the block stops at
+# 8192 and a larger vocabulary takes more trips (7 at GPT-2's V = 50304, 16 at Llama 3's 128256); the loads of
+# one trip are independent of the last, so the extra trips cost little. In the interpreter every trip is slow
+# Python, but a small block makes the tests go round the loop (and cross block edges) with V of a few hundred.
+MAX_BLOCK_GPU = 8192
+NUM_WARPS_GPU = 16  # for MAX_BLOCK_GPU; narrower blocks use runtime.num_warps
 MAX_BLOCK_INTERPRETER = 128
 
 
@@ -51,7 +61,7 @@ def cross_entropy_reference(logits: torch.Tensor, targets: torch.Tensor, ignore_
 
 
 @triton.jit
-def _cross_entropy_kernel(X, x_stride, G, g_stride, T, N_VALID, LOSS, LSE, n_cols, ignore_index, eps,
+def _cross_entropy_kernel(X, x_stride, G, g_stride, T, LOSS, LSE, n_cols, ignore_index, eps,
                           WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)  # int64: row * stride overflows int32 past 2^31 elements (N * V!)
     X += row * x_stride
@@ -79,16 +89,16 @@ def _cross_entropy_kernel(X, x_stride, G, g_stride, T, N_VALID, LOSS, LSE, n_col
     tl.store(LSE + row, lse)
     tl.store(LOSS + row, tl.where(valid, loss, 0.0))
 
-    # Pass 2: d(mean loss)/dx, with x re-read (cheaper than keeping a whole vocabulary row on chip).
+    # Pass 2: d(row loss)/dx, with x re-read (cheaper than keeping a whole vocabulary row on chip). Not divided
+    # by n_valid: in [-1, 1] it fits fp16 (see the module docstring); backward applies grad_output / n_valid.
     if WRITE_GRAD:
         G += row * g_stride
-        scale = 1.0 / tl.load(N_VALID)  # n_valid is a device scalar (>= 1): no host sync to launch
         for start in range(0, n_cols, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             mask = cols < n_cols
             x = tl.load(X + cols, mask=mask, other=0.0).to(tl.float32)
             g = tl.exp(x - lse) - eps / n_cols - tl.where(cols == t, 1.0 - eps, 0.0)
-            g = tl.where(valid, g * scale, 0.0)  # where, not * 0: an ignored row of inf logits stays 0
+            g = tl.where(valid, g, 0.0)  # where, not * 0: an ignored row of inf logits stays 0
             tl.store(G + cols, g.to(G.dtype.element_ty), mask=mask)  # G may be X: this block is read already
 
 
@@ -126,23 +136,26 @@ def count_valid(targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
     return (targets != ignore_index).sum().clamp_min(1).to(torch.float32)
 
 
-def default_block(n_cols: int, device: torch.device) -> int:
-    limit = MAX_BLOCK_GPU if device.type == "cuda" and JIT_MODE == "compiled" else MAX_BLOCK_INTERPRETER
-    return min(triton.next_power_of_2(n_cols), limit)
+def launch_config(n_cols: int, device: torch.device) -> tuple[int, int]:
+    """(block, num_warps) for rows of n_cols classes: the whole row up to the block cap (MAX_BLOCK_*), else trips."""
+    if device.type == "cuda" and JIT_MODE == "compiled":
+        block = min(triton.next_power_of_2(n_cols), MAX_BLOCK_GPU)
+        return block, NUM_WARPS_GPU if block == MAX_BLOCK_GPU else runtime.num_warps(block)
+    block = min(triton.next_power_of_2(n_cols), MAX_BLOCK_INTERPRETER)
+    return block, runtime.num_warps(block)
 
 
 def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, label_smoothing: float,
-                          n_valid: torch.Tensor, grad_buffer: torch.Tensor | None,
+                          grad_buffer: torch.Tensor | None,
                           block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the kernel on logits (N, V). Returns (loss_sum, lse).
 
     loss_sum: fp32 scalar, the SUM of the N row losses (ignored rows count 0); divide by n_valid for the mean.
     lse:      (N,) fp32 log-sum-exp of every row (for a z-loss).
-    n_valid:  fp32 device scalar >= 1 (see `count_valid`): the divisor of the mean the gradient is taken of.
-              Over chunks of one batch, pass the whole batch's count, and each chunk's gradient is exact.
-    grad_buffer: (N, V) with unit column stride, written with d(loss_sum / n_valid)/d logits in its own dtype;
-              it may be `logits` itself (in place). None: no gradient pass (evaluation).
-    block:    columns per loop trip (a power of two); default by device, see MAX_BLOCK_*.
+    grad_buffer: (N, V) with unit column stride, written with d(loss_sum)/d logits in its own dtype (divide by
+              n_valid for the mean's, in fp32: see `runtime.scale_saved_grad`); it may be `logits` itself (in
+              place). None: no gradient pass (evaluation).
+    block:    columns per loop trip (a power of two); default by device, see `launch_config`.
     Inputs are not validated here (see `check_inputs`), except that the kernel can run on this device.
     """
     runtime.check_runnable(logits, JIT_MODE, "cross-entropy")
@@ -154,31 +167,20 @@ def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_in
     if grad_buffer is not None and (grad_buffer.shape != logits.shape or grad_buffer.stride(-1) != 1):
         raise ValueError(f"grad_buffer must have shape {tuple(logits.shape)} and unit column stride, got "
                          f"shape {tuple(grad_buffer.shape)} strides {grad_buffer.stride()}")
-    block = block or default_block(n_cols, logits.device)
+    block, num_warps = (block, runtime.num_warps(block)) if block else launch_config(n_cols, logits.device)
     losses = torch.empty(n_rows, dtype=torch.float32, device=logits.device)  # (N,)
     lse = torch.empty(n_rows, dtype=torch.float32, device=logits.device)  # (N,)
     if n_rows:
         g = grad_buffer if grad_buffer is not None else logits  # unused pointer when WRITE_GRAD is False
         _cross_entropy_kernel[(n_rows,)](
-            logits, logits.stride(0), g, g.stride(0), targets.contiguous(), n_valid, losses, lse, n_cols,
+            logits, logits.stride(0), g, g.stride(0), targets.contiguous(), losses, lse, n_cols,
             ignore_index, float(label_smoothing), WRITE_GRAD=grad_buffer is not None, BLOCK=block,
-            num_warps=runtime.num_warps(block))
+            num_warps=num_warps)
     return losses.sum(), lse
 
 
-def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-    """grad * grad_output, skipped when grad_output is exactly 1 (the usual loss.backward()).
-
-    Out of place, so that a second backward through a retained graph sees the same saved gradient. The check
-    reads one scalar from the device: one sync per backward, against an (N, V) multiply saved in most steps.
-    """
-    if torch.equal(grad_output, torch.ones_like(grad_output)):
-        return grad
-    return grad * grad_output.to(grad.dtype)
-
-
 class CrossEntropyFunction(torch.autograd.Function):
-    """Mean cross-entropy whose forward also computes the gradient; backward only scales it.
+    """Mean cross-entropy whose forward also computes the gradient (of the sum); backward only scales it.
 
     Like any autograd.Function, one backward per forward unless the graph is retained; with retain_graph=True
     further backward calls return the same (correctly scaled) gradient, since the saved one is never modified.
@@ -192,14 +194,15 @@ class CrossEntropyFunction(torch.autograd.Function):
         # needs_input_grad is True under torch.no_grad() too; grad_enabled (read before apply) tells them apart
         needed = grad_enabled and ctx.needs_input_grad[0]
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if needed else None
-        loss_sum, _ = cross_entropy_forward(logits, targets, ignore_index, label_smoothing, n_valid, grad)
-        ctx.save_for_backward(grad)
+        loss_sum, _ = cross_entropy_forward(logits, targets, ignore_index, label_smoothing, grad)
+        ctx.save_for_backward(grad, n_valid)
         return loss_sum / n_valid
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return scale_grad(grad, grad_output), None, None, None, None
+        grad, n_valid = ctx.saved_tensors
+        # Always the multiply: testing grad_output == 1 to skip it would read the device (a sync per step)
+        return runtime.scale_saved_grad(grad, grad_output, n_valid), None, None, None, None
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,

@@ -6,15 +6,18 @@ more than all the activations of a small model: the largest tensor of training i
 
 For each chunk of c tokens (the idea of Liger-Kernel's FusedLinearCrossEntropy, written afresh):
     logits_c  = hidden_c @ weight.T          (c, V)  the only vocabulary-wide buffer
-    loss     += CE step on logits_c          which also overwrites logits_c with d(mean loss)/d logits_c
+    loss     += CE step on logits_c          which also overwrites logits_c with d(summed loss)/d logits_c
     grad_hidden_c  = grad_logits_c @ weight  (c, C)
     grad_weight   += grad_logits_c.T @ hidden_c   (V, C), accumulated in fp32
-The gradient of the mean needs the number of scored tokens of the whole batch, counted once up front, so every
-chunk's gradient is final when it is computed: forward does all the work, and backward only multiplies the saved
-grad_hidden (N, C) and grad_weight (V, C) by grad_output (skipped when it is 1). Peak extra memory is one
-(c, V) chunk instead of (N, V) logits + their gradient; the default c makes a chunk of logits about as large as
-`hidden` (c = N / ceil(V / C), to a power of two). The matmuls are the same FLOPs as unfused; nothing is
-recomputed, since backward needs nothing that forward did not already produce.
+Every chunk's gradient is final when it is computed, up to one factor: forward does all the work, and backward
+only multiplies the saved grad_hidden (N, C) and grad_weight (V, C) by grad_output / n_valid (n_valid: the
+scored tokens of the whole batch), in fp32. The chunks hold the gradient of the SUM, in [-1, 1] per logit, not
+of the mean: in fp16 the mean's softmax / n_valid underflows to zero before a GradScaler's scale can lift it
+(see cross_entropy.py). Under autocast the weight is cast once per call, not once per chunk, and each chunk's
+weight gradient is added into the fp32 accumulator by the matmul itself (no (V, C) temporary).
+Peak extra memory is one (c, V) chunk instead of (N, V) logits + their gradient; the default c makes a chunk of
+logits about as large as `hidden` (c = N / ceil(V / C), to a power of two). The matmuls are the same FLOPs as
+unfused; nothing is recomputed, since backward needs nothing that forward did not already produce.
 
 Two CE steps share the one loop (`chunked_forward(..., ce_step)`):
     triton_ce_step  the online-softmax kernel of cross_entropy.py, in place on the chunk (GPU, or interpreter)
@@ -36,8 +39,8 @@ if runtime.triton_installed():  # the torch path works without triton (e.g. on a
 else:
     JIT_MODE = runtime.current_mode()
 
-# (logits_c (c, V), targets_c (c,), ignore_index, label_smoothing, n_valid, write_grad) -> (loss_sum, lse (c,))
-CEStep = Callable[[torch.Tensor, torch.Tensor, int, float, torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
+# (logits_c (c, V), targets_c (c,), ignore_index, label_smoothing, write_grad) -> (loss_sum, lse (c,))
+CEStep = Callable[[torch.Tensor, torch.Tensor, int, float, bool], tuple[torch.Tensor, torch.Tensor]]
 
 
 def linear_cross_entropy_reference(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -48,8 +51,8 @@ def linear_cross_entropy_reference(hidden: torch.Tensor, weight: torch.Tensor, t
 
 
 def torch_ce_step(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, label_smoothing: float,
-                  n_valid: torch.Tensor, write_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CE step in PyTorch ops: (loss_sum, lse), and d(loss_sum / n_valid)/d logits written into logits."""
+                  write_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CE step in PyTorch ops: (loss_sum, lse), and d(loss_sum)/d logits written into logits."""
     eps = float(label_smoothing)
     x = logits.float()  # (c, V)
     lse = torch.logsumexp(x, dim=-1)  # (c,)
@@ -60,16 +63,15 @@ def torch_ce_step(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     if write_grad:
         g = torch.exp(x - lse[:, None]) - eps / x.shape[1]  # softmax - eps/V
         g.scatter_add_(1, t, torch.full_like(t, -(1 - eps), dtype=g.dtype))  # - (1 - eps) * onehot
-        g.mul_(torch.where(valid, 1.0 / n_valid, 0.0)[:, None])  # the mean's 1/n_valid; ignored rows: 0
+        g.masked_fill_(~valid[:, None], 0.0)  # ignored rows: 0 (the mean's 1/n_valid comes in backward)
         logits.copy_(g)
     return loss_sum, lse
 
 
 def triton_ce_step(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, label_smoothing: float,
-                   n_valid: torch.Tensor, write_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   write_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The CE step as the Triton kernel of cross_entropy.py, writing the gradient over the logits in place."""
-    return cross_entropy_forward(logits, targets, ignore_index, label_smoothing, n_valid,
-                                     logits if write_grad else None)
+    return cross_entropy_forward(logits, targets, ignore_index, label_smoothing, logits if write_grad else None)
 
 
 MAX_CHUNKS = 8  # every chunk re-reads W and updates the (V, C) fp32 dW accumulator: more chunks, more traffic
@@ -119,49 +121,63 @@ def check_inputs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tens
                              f"{bad.nonzero()[0, 0].item()}")
 
 
+def matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype `hidden @ weight.T` computes in: autocast's where it is on (for this device), else hidden's."""
+    device_type = hidden.device.type
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
+
+
+def add_weight_grad(grad_weight: torch.Tensor, grad_logits: torch.Tensor, h: torch.Tensor) -> None:
+    """grad_weight (V, C) fp32 += grad_logits (c, V).T @ h (c, C), with no (V, C) temporary.
+
+    fp32 inputs: addmm_ in place. fp16/bf16 on CUDA: cuBLAS accumulates in fp32 and adds into the fp32 buffer
+    (addmm's out_dtype). Other devices have no such mixed matmul: the chunk (c, V) and h go to fp32 first, which
+    rounds less than a 16-bit product would and still makes nothing of the weight's size.
+    """
+    if grad_logits.dtype == grad_weight.dtype:
+        grad_weight.addmm_(grad_logits.T, h)
+    elif grad_logits.is_cuda:
+        torch.addmm(grad_weight, grad_logits.T, h, out_dtype=grad_weight.dtype, out=grad_weight)
+    else:
+        grad_weight.addmm_(grad_logits.T.to(grad_weight.dtype), h.to(grad_weight.dtype))
+
+
 def chunked_forward(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
                     label_smoothing: float, chunk_size: int | None, ce_step: CEStep, grad_hidden_needed: bool = True,
-                    grad_weight_needed: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The one loop over token chunks. Returns (mean loss (fp32 scalar), grad_hidden (N, C), grad_weight (V, C)).
+                    grad_weight_needed: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The one loop over token chunks. Returns (loss_sum, n_valid, grad_hidden (N, C), grad_weight (V, C)).
 
-    The gradients are of the mean loss (grad_output = 1); None where not needed (then no backward matmuls run,
+    loss_sum: fp32 scalar over the scored tokens; n_valid: their number (fp32 device scalar, >= 1: the mean of
+    none is 0, not 0/0). The gradients are of loss_sum, to be scaled by grad_output / n_valid in backward:
+    grad_hidden in hidden's dtype, grad_weight in fp32. None where not needed (then no backward matmuls run,
     and with neither needed the CE step skips its gradient pass: evaluation costs the matmul and the CE only).
     """
     n_tokens, n_vocab = targets.shape[0], weight.shape[0]
     chunk = chunk_size or default_chunk_size(n_tokens, n_vocab, hidden.shape[1])
     write_grad = grad_hidden_needed or grad_weight_needed
-    n_valid = (targets != ignore_index).sum().clamp_min(1).to(torch.float32)  # whole batch; >= 1: no 0/0
+    n_valid = (targets != ignore_index).sum().clamp_min(1).to(torch.float32)  # whole batch
     grad_hidden = torch.empty_like(hidden) if grad_hidden_needed else None  # (N, C)
     grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if grad_weight_needed \
         else None  # (V, C): fp32, since it sums N / c partial products
     loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, n_tokens, chunk):
-        h = hidden[start:start + chunk]  # (c, C)
-        logits = h @ weight.T  # (c, V), hidden's dtype (or autocast's); overwritten by its own gradient below
-        loss_c, _ = ce_step(logits, targets[start:start + chunk], ignore_index, label_smoothing, n_valid,
-                            write_grad)
-        loss_sum += loss_c
-        if grad_hidden_needed:
-            grad_hidden[start:start + chunk] = logits @ weight  # (c, C)
-        if grad_weight_needed:
-            if logits.dtype == h.dtype == torch.float32:
-                grad_weight.addmm_(logits.T, h)  # (V, C), no temporary
-            else:
-                grad_weight += logits.T @ h  # bf16 product (fp32 accumulate inside the matmul), summed in fp32
-    if grad_weight is not None:
-        grad_weight = grad_weight.to(weight.dtype)
-    return loss_sum / n_valid, grad_hidden, grad_weight
-
-
-def _scaled(grad: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tensor | None:
-    """grad * grad_output, out of place (a retained graph's second backward sees the same saved gradient)."""
-    if grad is None or torch.equal(grad_output, torch.ones_like(grad_output)):  # one scalar sync per backward
-        return grad
-    return grad * grad_output.to(grad.dtype)
+    dtype = matmul_dtype(hidden)
+    w = weight.to(dtype)  # (V, C): cast once here; under autocast every chunk's two matmuls would cast it again
+    with torch.autocast(hidden.device.type, enabled=False):  # the casts are explicit from here on
+        for start in range(0, n_tokens, chunk):
+            h = hidden[start:start + chunk].to(dtype)  # (c, C)
+            logits = h @ w.T  # (c, V), overwritten by its own gradient below
+            loss_c, _ = ce_step(logits, targets[start:start + chunk], ignore_index, label_smoothing, write_grad)
+            loss_sum += loss_c
+            if grad_hidden_needed:
+                grad_hidden[start:start + chunk] = logits @ w  # (c, C); |.| <= 2 max|w|: no fp16 overflow
+            if grad_weight_needed:
+                add_weight_grad(grad_weight, logits, h)
+    return loss_sum, n_valid, grad_hidden, grad_weight
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
-    """Mean CE of hidden @ weight.T, all work done in forward; backward scales the saved gradients.
+    """Mean CE of hidden @ weight.T, all work done in forward; backward scales the saved gradients (of the sum).
 
     Like any autograd.Function, one backward per forward unless the graph is retained; with retain_graph=True
     further backward calls give the same gradients again (the saved ones are never modified).
@@ -171,17 +187,21 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int,
                 label_smoothing: float, chunk_size: int | None, ce_step: CEStep, grad_enabled: bool) -> torch.Tensor:
         # needs_input_grad is True under torch.no_grad() too; grad_enabled (read before apply) tells them apart
-        loss, grad_hidden, grad_weight = chunked_forward(
+        loss_sum, n_valid, grad_hidden, grad_weight = chunked_forward(
             hidden, weight, targets, ignore_index, label_smoothing, chunk_size, ce_step,
             grad_hidden_needed=grad_enabled and ctx.needs_input_grad[0],
             grad_weight_needed=grad_enabled and ctx.needs_input_grad[1])
-        ctx.save_for_backward(grad_hidden, grad_weight)
-        return loss
+        ctx.save_for_backward(grad_hidden, grad_weight, n_valid)
+        ctx.weight_dtype = weight.dtype
+        return loss_sum / n_valid
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return _scaled(grad_hidden, grad_output), _scaled(grad_weight, grad_output), None, None, None, None, None, None
+        grad_hidden, grad_weight, n_valid = ctx.saved_tensors
+        # grad_weight stays fp32 until here: the sum over N tokens may exceed fp16's range before the 1/n_valid
+        return (runtime.scale_saved_grad(grad_hidden, grad_output, n_valid),
+                runtime.scale_saved_grad(grad_weight, grad_output, n_valid, ctx.weight_dtype),
+                None, None, None, None, None, None)
 
 
 def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,

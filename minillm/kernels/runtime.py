@@ -99,6 +99,24 @@ def num_warps(block: int) -> int:
     return 4
 
 
+def scale_saved_grad(grad: torch.Tensor | None, grad_output: torch.Tensor, n_valid: torch.Tensor,
+                     dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """grad * grad_output / n_valid, multiplied in fp32 and stored in `dtype` (default: grad's), out of place.
+
+    For the cross-entropy kernels, which save the gradient of the loss SUM in forward: the mean's 1/n_valid and
+    the GradScaler's scale (grad_output) meet here, in fp32, and only the product is rounded to fp16 or bf16.
+    The factor is (1,), not 0-d: a 0-d fp32 operand would be cast to grad's dtype first (type promotion), and
+    in fp16 lose precision, or overflow (GradScaler's first scale, 65536, is already inf in fp16). On CUDA the
+    multiply casts as it goes, with no fp32 copy of grad. Always the multiply: skipping it when grad_output == 1
+    would read the device, one sync per step. Out of place, so that a second backward through a retained graph
+    sees the same saved gradient.
+    """
+    if grad is None:
+        return None
+    factor = (grad_output.float() / n_valid).reshape(1)  # (1,) fp32
+    return torch.mul(grad, factor, out=torch.empty_like(grad, dtype=dtype or grad.dtype))
+
+
 def program_count(n_rows: int, device: torch.device) -> int:
     """Programs for kernels that loop over rows (e.g. a weight-gradient partial sum per program).
 

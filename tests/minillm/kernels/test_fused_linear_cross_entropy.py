@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from minillm.kernels import runtime
 from minillm.kernels.fused_linear_cross_entropy import (chunked_linear_cross_entropy, default_chunk_size,
@@ -65,6 +66,30 @@ def test_grad_output_scales_and_a_retained_graph_can_backward_twice(impl, device
     first = h.grad.clone()
     (loss * 3).backward()  # saved gradients are scaled out of place: 1x + 3x
     torch.testing.assert_close(h.grad, 4 * first, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_backward_does_not_read_the_device(impl, device, monkeypatch):
+    # Backward used to skip its multiplies when torch.equal(grad_output, 1): a host sync every step. Now it
+    # always multiplies; on a GPU, CUDA's sync check must stay silent.
+    hidden, weight, targets = _case(device)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss = IMPLS[impl](h, w, targets, chunk_size=4)
+
+    def no_equal(*args, **kwargs):
+        raise AssertionError("backward compared tensors with torch.equal (a host sync)")
+
+    monkeypatch.setattr(torch, "equal", no_equal)
+    if device == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss.backward()
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    monkeypatch.undo()
+    _assert_matches((loss.detach(), h.grad, w.grad), _run(linear_cross_entropy_reference, hidden, weight, targets),
+                    torch.float32)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -152,3 +177,73 @@ def test_chunked_path_never_materialises_the_logits(impl):
     assert peak_intermediate_numel(train_step, IMPLS[impl], chunk_size=chunk) == v * c  # the weight's gradient
     with torch.no_grad():  # evaluation: no gradient buffers at all
         assert peak_intermediate_numel(IMPLS[impl], hidden, weight, targets, chunk_size=chunk) == chunk * v
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_fp16_autocast_under_a_grad_scaler_keeps_small_probabilities(impl, device):
+    # A confident model on 8 of 128 classes (each hidden state points at its target's weight row): the other 120
+    # classes get small probabilities, and their weight gradient is made of nothing else. When the chunks held
+    # softmax / n_valid in fp16, many of those flushed to zero before the GradScaler's scale (grad_output)
+    # applied: rows of the weight gradient were off by up to 5.6%.
+    n, v, c, scale = 256, 128, 16, 2.0 ** 15
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(v, c, generator=g)
+    targets = torch.randint(0, 8, (n,), generator=g)
+    hidden = 12 * weight[targets] / c + 0.3 * torch.randn(n, c, generator=g)
+    hidden, weight, targets = hidden.to(device), weight.to(device), targets.to(device)
+    with torch.autocast(device_type=device, dtype=torch.float16):
+        _, got_h, got_w = _run(IMPLS[impl], hidden, weight, targets, grad_scale=scale, chunk_size=64)
+        _, want_h, want_w = _run(linear_cross_entropy_reference, hidden, weight, targets, grad_scale=scale)
+    assert got_w.dtype == torch.float32 and got_h.dtype == torch.float32  # the parameters' dtype
+    row_error = (got_w - want_w).norm(dim=1) / want_w.norm(dim=1)  # (V,)
+    assert row_error.max() < 2e-3, row_error.max()  # 3e-4 now: fp16 rounding of the matmul inputs
+    torch.testing.assert_close(got_h, want_h, rtol=1e-2, atol=1e-3 * want_h.abs().max().item())
+
+
+class _WeightSizedOutputs(TorchDispatchMode):
+    """Counts the new tensors of the weight's size, (V, C) or (C, V), that aten ops return (views excluded)."""
+
+    def __init__(self, v: int, c: int):
+        super().__init__()
+        self.shapes, self.count = {(v, c), (c, v)}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if all(r.alias_info is None for r in func._schema.returns):
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            self.count += sum(isinstance(t, torch.Tensor) and tuple(t.shape) in self.shapes for t in outs)
+        return out
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_weight_sized_tensors_do_not_grow_with_the_chunks_under_autocast(impl):
+    # Under autocast the weight is cast once per call, and each chunk adds its weight gradient into the fp32
+    # accumulator in place: a training step makes the same three (V, C) tensors with 1 chunk or 8 (the bf16
+    # weight, the fp32 accumulator, the scaled gradient). Each chunk used to cast the weight again and make a
+    # (V, C) product before adding it: 4 tensors with 1 chunk, 18 with 8.
+    n, v, c = 64, 97, 24
+    if impl == "triton" and not runtime.interpreter_requested():
+        pytest.skip("the Triton path runs on CPU tensors only in the interpreter")
+    hidden, weight, targets = _case("cpu", n=n, c=c, v=v, ignored=(0,))
+    counts = []
+    for chunk_size in (n, n // 8):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        with _WeightSizedOutputs(v, c) as mode, torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            IMPLS[impl](h, w, targets, chunk_size=chunk_size).backward()
+        counts.append(mode.count)
+    assert counts == [3, 3]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_autocast_with_a_vocabulary_wider_than_32768(dtype):
+    # Compiled kernel, several 8192-column trips per row, and the fp32-output addmm of the weight gradient.
+    n, c, v, scale = 96, 64, 2 * 32768 + 4321, 2.0 ** 15
+    hidden, weight, targets = _case("cuda", n=n, c=c, v=v)
+    with torch.autocast(device_type="cuda", dtype=dtype):
+        got = _run(fused_linear_cross_entropy, hidden, weight, targets, grad_scale=scale, chunk_size=32)
+        want = _run(linear_cross_entropy_reference, hidden, weight, targets, grad_scale=scale)
+    assert got[1].dtype == got[2].dtype == torch.float32
+    torch.testing.assert_close(got[0], want[0], atol=2e-2, rtol=5e-3)  # the logits themselves are 16-bit
+    for a, b in zip(got[1:], want[1:]):
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=2e-2 * b.abs().max().item())
