@@ -188,11 +188,12 @@ def _rope(impl: str, m: int, n: int, b: int, train: bool) -> list[Pass]:
 def _cross_entropy(impl: str, m: int, v: int, b: int, train: bool) -> list[Pass]:
     nv = m * v  # logits (m tokens, v vocabulary) in the activation dtype; targets int64
     if impl == "fused":
-        # pass 1 over each row: online max and sum of exp; pass 2: write d(loss)/d(logits). Backward only
-        # scales that gradient by the incoming scalar, skipped when it is 1 (a plain loss.backward()).
+        # pass 1 over each row: online max and sum of exp; pass 2: write d(loss_sum)/d(logits). Backward
+        # scales that gradient by grad_output / n_valid (a read and a write of the logits' size).
         if not train:  # loss only: a single online-softmax pass
             return [Pass("online softmax", nv * b + m * 8, m * FP32, 5 * nv)]
-        return [Pass("online softmax + grad", 2 * nv * b + m * 8, nv * b + m * FP32, 6 * nv)]
+        return [Pass("online softmax + grad", 2 * nv * b + m * 8, nv * b + m * FP32, 6 * nv),
+                Pass("bwd: grad x scale", nv * b, nv * b, nv)]
     fwd = [Pass("log_softmax", nv * b, nv * b, 4 * nv), Pass("nll_loss", m * b + m * 8, FP32, m)]
     bwd = [Pass("nll bwd: zeros + scatter", m * 8, nv * b, m),
            Pass("log_softmax bwd", 2 * nv * b, nv * b, 3 * nv)]
@@ -216,7 +217,7 @@ def _linear_cross_entropy(impl: str, m: int, n: int, v: int, b: int, train: bool
             Pass("dW = dlogits.T @ h", (m * v + m * n) * b, v * n * b, mm)]
         return fwd + (bwd if train else [])
     # fused: gradients are made in the forward, chunk by chunk; every chunk re-reads W and updates the fp32
-    # dW accumulator, which is what chunking costs. Backward scales dh and dW by grad_output (skipped when 1).
+    # dW accumulator, which is what chunking costs. Backward scales dh and dW by grad_output / n_valid.
     chunks = -(-m // (chunk or default_chunk(m, n, v)))
     logits = Pass("chunk logits", m * n * b + chunks * v * n * b, m * v * b, mm)
     if not train:  # loss only: one online-softmax pass over each chunk's logits
