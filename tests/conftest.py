@@ -32,17 +32,24 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 LAB_START_TIMEOUT_S = 90.0
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # setdefault: whoever runs `MINILLM_SIZE=laptop pytest` on purpose keeps their choice.
-    os.environ.setdefault("MINILLM_SIZE", "ci")
-    # Kernel tests run twice: on CPU in Triton's interpreter (CI) and on CUDA (marked `gpu`, for a lent device).
-    # TRITON_INTERPRET must be set before a kernel module is imported (`@triton.jit` decides at decoration
-    # time), so it is set here, before collection, when there is no GPU. With a GPU the kernels compile for it
-    # and the CPU variants skip, unless the caller set TRITON_INTERPRET=1 themselves.
+def _interpret_kernels_without_a_gpu() -> None:
+    """Kernel tests run twice: on CPU in Triton's interpreter (CI) and on CUDA (marked `gpu`, for a lent device).
+    TRITON_INTERPRET must be set before triton or a kernel module is imported (`@triton.jit` decides at
+    decoration time), so it is set when this conftest is imported: before pytest_configure and before any deeper
+    conftest (tests/minillm/kernels/conftest.py imports triton), also when one test file is run by its path. With
+    a GPU the kernels compile for it and the CPU variants skip, unless the caller set TRITON_INTERPRET=1."""
     import torch
 
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+_interpret_kernels_without_a_gpu()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # setdefault: whoever runs `MINILLM_SIZE=laptop pytest` on purpose keeps their choice.
+    os.environ.setdefault("MINILLM_SIZE", "ci")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -171,7 +171,7 @@ def _sync_tied_grad(st: PipelineStage) -> None:
             w.grad = torch.zeros_like(w)
         buf = w.grad
     else:
-        buf = torch.zeros(cfg.vocab_size, cfg.n_embd)
+        buf = torch.zeros(cfg.padded_vocab_size, cfg.n_embd)  # the tied tables have the padded rows (gpu profile)
     dist.all_reduce(buf)  # (V, C), in place
 
 
