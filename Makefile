@@ -34,7 +34,7 @@ NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-
 	--nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test labs clean print-lab-cmd
+.PHONY: help setup lab test labs gpu-check clean print-lab-cmd
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -63,6 +63,14 @@ lab: $(STAMP)  ## open the chapters in JupyterLab
 test: $(STAMP)  ## run the package tests and every notebook (nbval), at the small "ci" size
 	MINILLM_SIZE=ci MPLBACKEND=Agg OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadscope \
 		tests $(NOTEBOOKS) $(NBVAL_FLAGS)
+
+# On a CUDA machine, as it is: no venv, nothing installed (its own torch >= 2.5, triton >= 3.1, Python 3.10-3.12),
+# minillm imported from this checkout. At most 8 minutes; bench/gpu_check.py says what runs. `make test` already
+# runs its CPU rehearsal (tests/test_gpu_check.py: --smoke).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_OUT ?= bench/results/gpu/$(shell date -u +%Y-%m-%dT%H%M%SZ)
+gpu-check:  ## on a CUDA GPU: gpu tests, MFU and kernel benches, DDP smoke run (<= 8 min) into bench/results/gpu/
+	PYTHONPATH=. $(GPU_PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT)
 
 labs: $(STAMP)  ## regenerate the student notebooks in labs/ from labs/solutions/
 	$(BIN)/python -m book.labs build

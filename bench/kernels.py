@@ -8,32 +8,46 @@ range of sizes, up to four implementations are measured side by side in one proc
     liger    liger_kernel's equivalent op, when `import liger_kernel` works (else recorded as absent)
     minillm  ours (minillm.kernels)
 
+Sizes come in stages, most informative first, so that a short GPU lease measures what matters before it ends:
+stage 1 is the model bench/mfu.py trains (GPT-2 124M width 768, 16 x 1024 tokens, vocabulary 50304, 12 heads of
+64, SwiGLU hidden 2048), stage 2 a 7B-class layer (width 4096, SwiGLU hidden 11008, 32 heads of 128, Llama-3's
+vocabulary 128256, 8192 tokens), stage 3 the rest of the range. Every op's stage 1 runs before any op's stage 2.
+`--budget-s N` starts a size only if it fits in what is left of N seconds (judged by the slowest size so far: one
+compilation per size dominates) and records the sizes it skipped; a SIGTERM stops the same way.
+
 Time: forward + backward of one call, CUDA events around it, `--warmup` untimed calls first (compile pays its
 compilation there), then the median of `--repeats` timed calls. Before each timed call a 256 MB buffer is
 zeroed so that every call starts with a cold L2 cache (an H100's 50 MB L2 holds the smaller inputs; timing them
-warm would flatter every implementation alike and hide the memory traffic that fusion saves).
+warm would flatter every implementation alike and hide the memory traffic that fusion saves). The timed calls
+are queued back to back behind a GPU-side wait (torch.cuda._sleep) long enough for Python to enqueue all of
+them, so each event pair measures the GPU's work, not Python's launch overhead, which at the small sizes would
+dominate; `host_ms` records that overhead (the CPU time to enqueue one call: a call with host_ms > ms is
+launch-bound in a real step), and `queued` whether the wait covered the whole enqueueing.
 Memory: torch.cuda.max_memory_allocated during one more call, minus what was allocated before it (the inputs
 and the output gradient): the activations, saved tensors and gradients the op itself needs.
 Each row also has `max_err`: the largest absolute difference of the forward outputs and input gradients from
 the eager ones (None for Liger's RoPE, which pairs dimension i with i + D/2, not minillm's adjacent pairs: the
 same work on a different layout).
 
-    python bench/kernels.py                      # every op, bf16, on a CUDA GPU (minutes: compile per size)
-    python bench/kernels.py --ops rope --ops cross_entropy --dtype fp32 --repeats 50
+    python bench/kernels.py                      # every stage, bf16, on a CUDA GPU (minutes: compile per size)
+    python bench/kernels.py --budget-s 90        # what fits in 90 s, stage 1 first (bench/gpu_check.py does this)
+    python bench/kernels.py --ops rope --ops cross_entropy --dtype fp32 --repeats 50 --max-stage 1
     python bench/kernels.py --smoke [--out PATH] # no GPU: every op once at tiny sizes in Triton's interpreter
 
-Appends {"bench": "kernels", "device", "dtype", "rows", "summary", "liger", "triton", "provenance", ...} to
-bench/results/kernels.jsonl (or --out). `summary` gives per op the geometric mean over its sizes of ours vs
-each other implementation: speedup (their ms / our ms, > 1 = ours faster) and memory (our MB / their MB,
-< 1 = ours smaller). --smoke checks that the script and every kernel run (wall-clock timing of the
-interpreter, no memory column); it writes a record only with --out, which then says "smoke": true.
+Writes to bench/results/kernels.jsonl (or --out), as bench/_live.py describes: one line per row as it is measured
+({"record": "row", "rows": [row], "provenance", ...}), then the run's record {"bench": "kernels", "record": "run",
+"device", "dtype", "rows", "summary", "skipped_sizes", "complete", "liger", "triton", "provenance", ...}.
+`summary` gives per op the geometric mean over its sizes of ours vs each other implementation: speedup (their
+ms / our ms, > 1 = ours faster) and memory (our MB / their MB, < 1 = ours smaller). --smoke checks that the script
+and every kernel run (wall-clock timing of the interpreter, no memory column); it writes only with --out, and
+its lines then say "smoke": true.
 """
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import math
+import signal
 import statistics
 import sys
 import time
@@ -42,132 +56,47 @@ from typing import Any, Callable
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_live.py, also when imported from elsewhere
+from _kernel_ops import OPS, eager_fn, inputs, liger_fn, liger_version, minillm_fn, version  # noqa: E402
+from _live import Budget, LiveTable, RowLog, Stopped, fmt, stop_on_sigterm, stop_requested  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "kernels.jsonl"
-OPS = ("rmsnorm", "swiglu", "rope", "cross_entropy", "fused_linear_cross_entropy")
 IMPLS = ("eager", "compile", "liger", "minillm")
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float32: "fp32"}
 
-# GPU sizes: Llama/GPT-2 widths (768 .. 8192), 4k-32k tokens per micro-batch, GPT-2/Llama-2/Llama-3 vocabularies.
-GPU_SIZES: dict[str, list[dict[str, int]]] = {
-    "rmsnorm": [dict(rows=r, hidden=h) for r in (4096, 32768) for h in (768, 4096, 8192)],
-    "swiglu": [dict(rows=r, hidden=h) for r in (4096, 32768) for h in (768, 4096, 8192)],
-    "rope": [dict(B=8, H=12, T=1024, D=64), dict(B=8, H=12, T=1024, D=128), dict(B=8, H=32, T=2048, D=128)],
-    "cross_entropy": [dict(N=8192, V=v) for v in (32000, 50304, 128256)],
-    "fused_linear_cross_entropy": [dict(N=8192, C=c, V=v) for c in (768, 2048, 4096) for v in (50304, 128256)],
-}
+# GPU sizes by stage (see the docstring); within a stage, per op, in order.
+GPU_STAGES: list[dict[str, list[dict[str, int]]]] = [
+    {  # 1: bench/mfu.py's model, 16 x 1024 tokens
+        "rmsnorm": [dict(rows=16384, hidden=768)],
+        "swiglu": [dict(rows=16384, hidden=2048)],
+        "rope": [dict(B=16, H=12, T=1024, D=64)],
+        "cross_entropy": [dict(N=16384, V=50304)],
+        "fused_linear_cross_entropy": [dict(N=16384, C=768, V=50304)],
+    },
+    {  # 2: a 7B-class layer, 8192 tokens
+        "rmsnorm": [dict(rows=8192, hidden=4096)],
+        "swiglu": [dict(rows=8192, hidden=11008)],
+        "rope": [dict(B=4, H=32, T=2048, D=128)],
+        "cross_entropy": [dict(N=8192, V=128256)],
+        "fused_linear_cross_entropy": [dict(N=8192, C=4096, V=128256)],
+    },
+    {  # 3: the rest of the range: 4k-32k rows x 768-8192 wide, Llama-2's vocabulary, mixed widths
+        "rmsnorm": [dict(rows=r, hidden=h) for r in (4096, 32768) for h in (768, 4096, 8192)],
+        "swiglu": [dict(rows=r, hidden=h) for r in (4096, 32768) for h in (768, 4096, 8192)],
+        "rope": [dict(B=8, H=12, T=1024, D=128), dict(B=8, H=32, T=2048, D=128)],
+        "cross_entropy": [dict(N=8192, V=v) for v in (32000, 50304)],
+        "fused_linear_cross_entropy": [dict(N=8192, C=c, V=v) for c, v in ((768, 128256), (2048, 50304),
+                                                                          (2048, 128256), (4096, 50304))],
+    },
+]
 # --smoke: odd, tiny shapes (the interpreter runs one program instance at a time, ~1-3 ms each).
-SMOKE_SIZES: dict[str, list[dict[str, int]]] = {
+SMOKE_STAGES: list[dict[str, list[dict[str, int]]]] = [{
     "rmsnorm": [dict(rows=5, hidden=48)],
     "swiglu": [dict(rows=5, hidden=40)],
     "rope": [dict(B=1, H=2, T=5, D=8)],
     "cross_entropy": [dict(N=6, V=50)],
     "fused_linear_cross_entropy": [dict(N=6, C=16, V=50)],
-}
-
-
-# --------------------------------------------------------------------------------------------- the ops
-# Each op: inputs(shape, device, dtype) -> (args, leaves), and one function per implementation taking *args.
-# `leaves` are the tensors whose gradients backward computes; every implementation gets the same seeded inputs.
-
-def _randn(*shape, device, dtype, scale=1.0, grad=True) -> torch.Tensor:
-    return (torch.randn(*shape, device=device, dtype=torch.float32) * scale).to(dtype).requires_grad_(grad)
-
-
-def _targets(n: int, v: int, device) -> torch.Tensor:
-    t = torch.randint(0, v, (n,), device=device)
-    t[::16] = -100  # a few ignored positions (padding, prompt tokens), as in real batches
-    return t
-
-
-def _inputs(op: str, s: dict[str, int], device, dtype) -> tuple[tuple, list[torch.Tensor]]:
-    if op == "rmsnorm":
-        x = _randn(s["rows"], s["hidden"], device=device, dtype=dtype)  # (N, C)
-        w = (1 + 0.1 * torch.randn(s["hidden"], device=device)).to(dtype).requires_grad_()  # (C,)
-        return (x, w, 1e-5), [x, w]
-    if op == "swiglu":
-        a = _randn(s["rows"], s["hidden"], device=device, dtype=dtype)  # (N, H) gate projection
-        b = _randn(s["rows"], s["hidden"], device=device, dtype=dtype)  # (N, H) up projection
-        return (a, b), [a, b]
-    if op == "rope":
-        from minillm.model.position import rope_angles
-
-        q = _randn(s["B"], s["H"], s["T"], s["D"], device=device, dtype=dtype)  # (B, H, T, D)
-        k = _randn(s["B"], s["H"], s["T"], s["D"], device=device, dtype=dtype)
-        cos, sin = rope_angles(torch.arange(s["T"], device=device), s["D"])  # (T, D/2) fp32, as the model has
-        # Liger (Hugging Face layout): (1, T, D) tables in the activations' dtype, the half repeated.
-        cos_hf, sin_hf = (torch.cat((t, t), dim=-1)[None].to(dtype) for t in (cos, sin))
-        return (q, k, cos, sin, cos_hf, sin_hf), [q, k]
-    if op == "cross_entropy":
-        logits = _randn(s["N"], s["V"], device=device, dtype=dtype)  # (N, V)
-        return (logits, _targets(s["N"], s["V"], device)), [logits]
-    if op == "fused_linear_cross_entropy":
-        hidden = _randn(s["N"], s["C"], device=device, dtype=dtype)  # (N, C)
-        weight = _randn(s["V"], s["C"], device=device, dtype=dtype, scale=0.02)  # (V, C) lm_head
-        return (hidden, weight, _targets(s["N"], s["V"], device)), [hidden, weight]
-    raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS)}")
-
-
-def _eager(op: str) -> Callable:
-    """The reference each kernel module exports (the kernels' tests compare against the same functions)."""
-    if op == "rmsnorm":
-        from minillm.kernels.rmsnorm import rms_norm_reference
-        return rms_norm_reference
-    if op == "swiglu":
-        from minillm.kernels.swiglu import swiglu_reference
-        return swiglu_reference
-    if op == "rope":
-        from minillm.kernels.rope import rope_reference
-        return lambda q, k, cos, sin, *_: rope_reference(q, k, cos, sin)
-    if op == "cross_entropy":
-        from minillm.kernels.cross_entropy import cross_entropy_reference
-        return lambda logits, t: cross_entropy_reference(logits, t, -100, 0.0)
-    from minillm.kernels.fused_linear_cross_entropy import linear_cross_entropy_reference
-    return lambda h, w, t: linear_cross_entropy_reference(h, w, t, -100, 0.0)
-
-
-def _minillm(op: str) -> Callable:
-    """Ours, through the public entry points (minillm.kernels.ops), as the model calls them."""
-    from minillm.kernels import ops as K
-
-    return {
-        "rmsnorm": K.rms_norm,
-        "swiglu": K.swiglu,
-        "rope": lambda q, k, cos, sin, *_: K.rope(q, k, cos, sin),
-        "cross_entropy": lambda logits, t: K.cross_entropy(logits, t, -100, 0.0),
-        "fused_linear_cross_entropy": lambda h, w, t: K.fused_linear_cross_entropy(h, w, t, -100, 0.0),
-    }[op]
-
-
-def _liger(op: str) -> Callable:
-    """Liger's functional ops, called positionally with defaults only (their keyword lists differ by version)."""
-    from liger_kernel.transformers import functional as L
-
-    def loss_only(out):  # recent versions return the loss, older ones (loss, z_loss)
-        return out[0] if isinstance(out, tuple) else out
-
-    return {
-        "rmsnorm": lambda x, w, eps: L.liger_rms_norm(x, w, eps),
-        "swiglu": L.liger_swiglu,
-        "rope": lambda q, k, cos, sin, cos_hf, sin_hf: L.liger_rope(q, k, cos_hf, sin_hf),
-        "cross_entropy": lambda logits, t: loss_only(L.liger_cross_entropy(logits, t)),
-        "fused_linear_cross_entropy": lambda h, w, t: loss_only(L.liger_fused_linear_cross_entropy(h, w, t)),
-    }[op]
-
-
-def liger_version() -> str | None:
-    """liger_kernel's version when it imports (it needs a CUDA build of triton), else None."""
-    try:
-        import liger_kernel.transformers.functional  # noqa: F401
-    except Exception:  # noqa: BLE001 (not installed, or installed but unusable here: absent either way)
-        return None
-    return version("liger-kernel") or "unknown"
-
-
-def version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+}]
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -180,9 +109,25 @@ class Bench:
     """Times forward+backward of fn(*args) on one device; `cuda=False` is the smoke mode's wall clock."""
 
     def __init__(self, cuda: bool, warmup: int, repeats: int):
+        if warmup < 1 or repeats < 1:
+            raise ValueError(f"--warmup {warmup} and --repeats {repeats} must be >= 1 (the first call compiles)")
         self.cuda, self.warmup, self.repeats = cuda, warmup, repeats
         # Zeroed before each timed call to evict the inputs from L2 (256 MB > any GPU's L2 today).
         self.flush = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda") if cuda else None
+        self.cycles_per_ms = self._sleep_rate() if cuda else None
+
+    @staticmethod
+    def _sleep_rate() -> float | None:
+        """GPU clock cycles per ms of torch.cuda._sleep (a private API: None where it is missing, so no wait)."""
+        if not hasattr(torch.cuda, "_sleep"):
+            return None
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(1000)  # first use loads the kernel
+        start.record()
+        torch.cuda._sleep(10_000_000)
+        end.record()
+        torch.cuda.synchronize()
+        return 10_000_000 / max(start.elapsed_time(end), 1e-3)
 
     @staticmethod
     def call(fn: Callable, args: tuple, grads: list[torch.Tensor]) -> None:
@@ -196,27 +141,45 @@ class Bench:
             leaf.grad = None
         return [g.clone() for g in grads]
 
-    def time_ms(self, fn: Callable, args: tuple, leaves: list[torch.Tensor], grads: list[torch.Tensor]) -> float:
-        times = []
-        for i in range(self.warmup + self.repeats):
+    def time_ms(self, fn: Callable, args: tuple, leaves: list[torch.Tensor],
+                grads: list[torch.Tensor]) -> tuple[float, float, bool | None]:
+        """(median ms of one call, host ms to enqueue one call, whether the timed calls were all queued ahead)."""
+        host = []
+        for _ in range(self.warmup):  # compile and autotune here; the last ones give the host's enqueue time
             g = self._fresh(leaves, grads)
+            t0 = time.perf_counter()
             if self.cuda:
                 self.flush.zero_()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                self.call(fn, args, g)
-                end.record()
-                if i >= self.warmup:
-                    times.append((start, end))
-            else:
+            self.call(fn, args, g)
+            host.append(1e3 * (time.perf_counter() - t0))
+        host_ms = min(host[-3:])
+        if not self.cuda:
+            times = []
+            for _ in range(self.repeats):
+                g = self._fresh(leaves, grads)
                 t0 = time.perf_counter()
                 self.call(fn, args, g)
-                if i >= self.warmup:
-                    times.append(1e3 * (time.perf_counter() - t0))
-        if self.cuda:
-            torch.cuda.synchronize()
-            times = [s.elapsed_time(e) for s, e in times]
-        return statistics.median(times)
+                times.append(1e3 * (time.perf_counter() - t0))
+            return statistics.median(times), host_ms, None
+        torch.cuda.synchronize()
+        # Hold the GPU while Python enqueues every timed call (2x the expected time, at most 2 s): the GPU then
+        # runs flush, call, flush, call... back to back, and each event pair brackets GPU work only.
+        wait_ms = min(2000.0, 2.0 * self.repeats * host_ms + 1.0)
+        if self.cycles_per_ms is not None:
+            torch.cuda._sleep(int(wait_ms * self.cycles_per_ms))
+        t0, events = time.perf_counter(), []
+        for _ in range(self.repeats):
+            g = self._fresh(leaves, grads)
+            self.flush.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.call(fn, args, g)
+            end.record()
+            events.append((start, end))
+        enqueue_ms = 1e3 * (time.perf_counter() - t0)
+        torch.cuda.synchronize()
+        queued = self.cycles_per_ms is not None and enqueue_ms < wait_ms
+        return statistics.median(s.elapsed_time(e) for s, e in events), host_ms, queued
 
     def peak_mb(self, fn: Callable, args: tuple, leaves: list[torch.Tensor], grads: list[torch.Tensor]) -> float | None:
         if not self.cuda:
@@ -237,24 +200,25 @@ def max_err(got: tuple, want: tuple) -> float:
 
 
 def run_case(op: str, shape: dict[str, int], impls: list[str], bench: Bench, device: str, dtype: torch.dtype,
-             strict: bool) -> list[dict]:
-    """Every implementation of one op at one size: a row each ({"error": ...} instead of numbers if it failed)."""
-    rows, reference = [], None
+             strict: bool, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
+    """Every implementation of one op at one size (eager first, the baseline): a row each, passed to `emit` as
+    soon as it is measured ({"error": ...} instead of numbers if it failed)."""
+    rows, reference, eager = [], None, None
     for impl in impls:
         row: dict[str, Any] = {"op": op, "shape": shape, "dtype": DTYPE_NAMES[dtype], "impl": impl}
         args = leaves = fn = None
         try:
             torch.manual_seed(0)
-            args, leaves = _inputs(op, shape, device, dtype)
+            args, leaves = inputs(op, shape, device, dtype)
             if impl == "eager":
-                fn = _eager(op)
+                fn = eager_fn(op)
             elif impl == "compile":
                 torch._dynamo.reset()  # a fresh cache per size: no recompile limit, no dynamic-shape fallback
-                fn = torch.compile(_eager(op), dynamic=False)
+                fn = torch.compile(eager_fn(op), dynamic=False)
             elif impl == "liger":
-                fn = _liger(op)
+                fn = liger_fn(op)
             else:
-                fn = _minillm(op)
+                fn = minillm_fn(op)
             # First call, checked against eager: the output gradient (seeded: the same for every
             # implementation) is random, or 1 for a scalar loss; it is reused by every timed call.
             outs = _outputs(fn(*args))
@@ -268,24 +232,27 @@ def run_case(op: str, shape: dict[str, int], impls: list[str], bench: Bench, dev
             comparable = reference is not None and not (impl == "liger" and op == "rope")
             row["max_err"] = max_err(got, reference) if comparable else None
             del got  # (the eager one lives on as `reference`)
-            row["ms"] = bench.time_ms(fn, args, leaves, grads)
+            row["ms"], row["host_ms"], row["queued"] = bench.time_ms(fn, args, leaves, grads)
             row["peak_mb"] = bench.peak_mb(fn, args, leaves, grads)
         except Exception as e:  # noqa: BLE001 (one failing implementation must not lose a long GPU run)
+            if isinstance(e, Stopped) or stop_requested():  # (a SIGTERM, maybe wrapped by what it interrupted)
+                raise Stopped(stop_requested()) from e
             if strict:
                 raise
             row.update(ms=None, peak_mb=None, max_err=None, error=f"{type(e).__name__}: {e}"[:500])
             print(f"  {op} {shape} {impl}: FAILED {row['error']}", file=sys.stderr, flush=True)
+        if impl == "eager" and row.get("ms"):
+            eager = row
+        ok = eager is not None and row.get("ms")
+        row["speedup_vs_eager"] = eager["ms"] / row["ms"] if ok else None
+        row["mem_ratio_vs_eager"] = (row["peak_mb"] / eager["peak_mb"]
+                                     if ok and row["peak_mb"] is not None and eager["peak_mb"] else None)
         rows.append(row)
+        emit(row)
         del args, leaves, fn
         gc.collect()
         if bench.cuda:
             torch.cuda.empty_cache()
-    eager = next((r for r in rows if r["impl"] == "eager" and r.get("ms")), None)
-    for r in rows:
-        ok = eager is not None and r.get("ms")
-        r["speedup_vs_eager"] = eager["ms"] / r["ms"] if ok else None
-        r["mem_ratio_vs_eager"] = (r["peak_mb"] / eager["peak_mb"]
-                                   if ok and r["peak_mb"] is not None and eager["peak_mb"] else None)
     return rows
 
 
@@ -316,26 +283,23 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float | None]]:
 
 # --------------------------------------------------------------------------------------------- main
 
-def _fmt(x: Any, spec: str = ".3g") -> str:
-    return "" if x is None else format(x, spec)
+LIVE_COLUMNS = [  # (row key, width, format spec or a function of the row)
+    ("op", 26, "s"), ("shape", 24, lambda r: " ".join(f"{k}={v}" for k, v in r["shape"].items())), ("impl", 8, "s"),
+    ("ms", 9, lambda r: fmt(r["ms"]) if r.get("ms") else "FAILED"), ("host_ms", 8, ".3g"), ("peak_mb", 9, ".4g"),
+    ("speedup_vs_eager", 16, ".3g"), ("mem_ratio_vs_eager", 18, ".3g"), ("max_err", 9, ".3g"),
+]
 
 
-def print_tables(rows: list[dict], summary: dict) -> None:
+def print_summary(summary: dict) -> None:
     from book.viz import markdown_table
 
-    shown = [{**r, "shape": " ".join(f"{k}={v}" for k, v in r["shape"].items()),
-              "ms": r["ms"] if r.get("ms") else r.get("error", "failed")} for r in rows]
-    print(markdown_table(shown, ["op", "shape", "impl", "ms", "peak_mb", "speedup_vs_eager", "mem_ratio_vs_eager",
-                                 "max_err"],
-                         {c: _fmt for c in ("peak_mb", "speedup_vs_eager", "mem_ratio_vs_eager", "max_err")}
-                         | {"ms": lambda v: v if isinstance(v, str) else format(v, ".4g")}))
     print("\nminillm vs the others (geometric mean over sizes; speedup > 1 and memory ratio < 1 favour minillm):\n")
     table = [{"op": op, **v} for op, v in summary.items()]
     cols = ["op"] + [f"{kind}_vs_{o}" for o in ("eager", "compile", "liger") for kind in ("speedup", "mem_ratio")]
-    print(markdown_table(table, cols, {c: _fmt for c in cols[1:]}))
+    print(markdown_table(table, cols, {c: lambda v: fmt(v, ".3g") for c in cols[1:]}))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", action="append", choices=OPS, help="only these ops (repeatable) [default: all]")
     ap.add_argument("--impls", action="append", choices=IMPLS, help="only these implementations (repeatable; "
@@ -343,10 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="input dtype [default: bf16]")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first [default: 5; smoke 1]")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls, median reported [default: 20; smoke 2]")
+    ap.add_argument("--max-stage", type=int, choices=(1, 2, 3), default=3,
+                    help="last stage of sizes to run (1: bench/mfu.py's model; 2: + a 7B-class layer) [default: 3]")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop before a size that would not finish within this many seconds [default: none]")
     ap.add_argument("--smoke", action="store_true", help="no GPU needed: tiny sizes in Triton's CPU interpreter")
     ap.add_argument("--out", default=None, help=f"JSONL file to append to [default: {RESULTS}; smoke: none]")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from minillm.kernels import runtime
 
     cuda = torch.cuda.is_available() and not args.smoke
@@ -359,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/kernels.py needs the `triton` package (it ships with CUDA builds of torch on Linux).",
               file=sys.stderr)
         return 2
+    budget = Budget(args.budget_s)  # from here: the import of the kernels and of liger count against it
+    stop_on_sigterm()
     if args.smoke:
         runtime.use_interpreter()  # before any kernel module is imported: @triton.jit decides at import
     ops = args.ops or list(OPS)
@@ -377,34 +350,45 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if cuda else "cpu"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 runs: the lm_head matmul as a trainer would run it
-    sizes = SMOKE_SIZES if args.smoke else GPU_SIZES
+    stages = SMOKE_STAGES if args.smoke else GPU_STAGES[:args.max_stage]
+    cases = [(n, op, shape) for n, stage in enumerate(stages, 1) for op in ops for shape in stage.get(op, [])]
     bench = Bench(cuda, warmup, repeats)
-
-    rows = []
-    for op in ops:
-        for shape in sizes[op]:
-            t0 = time.perf_counter()
-            rows += run_case(op, shape, impls, bench, device, dtype, strict=args.smoke)
-            print(f"{op} {shape}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    summary = summarize(rows)
     device_name = torch.cuda.get_device_name() if cuda else "cpu-interpreter"
-    print(f"\nkernels bench on {device_name}, {args.dtype}, forward+backward, median of {repeats} after {warmup} "
-          f"warm-up calls{' (smoke: interpreter wall clock, not a measurement)' if args.smoke else ''}\n")
-    print_tables(rows, summary)
-
+    timing = ("CUDA events around forward+backward, L2 flushed before each call, calls queued behind a GPU wait; "
+              "median" if cuda else "wall clock of the Triton interpreter (smoke check, not a measurement)")
     out = args.out or (None if args.smoke else RESULTS)
-    if out is not None:
-        from minillm.provenance import append_jsonl, provenance
+    log = RowLog(out, "kernels", {"device": device_name, "dtype": args.dtype, "smoke": args.smoke})
+    table = LiveTable(LIVE_COLUMNS)
+    print(f"kernels bench on {device_name}, {args.dtype}, forward+backward, median of {repeats} after {warmup} "
+          f"warm-up calls{' (smoke: interpreter wall clock, not a measurement)' if args.smoke else ''}; "
+          f"{len(cases)} sizes x {', '.join(impls)}; {'no budget' if args.budget_s is None else f'budget {args.budget_s:g} s'}\n", flush=True)
 
-        append_jsonl(out, {
-            "bench": "kernels", "device": device_name, "dtype": args.dtype, "smoke": args.smoke,
-            "impls": impls, "skipped": skipped, "warmup": warmup, "repeats": repeats,
-            "timing": ("CUDA events around forward+backward, L2 flushed before each call; median" if cuda else
-                       "wall clock of the Triton interpreter (smoke check, not a measurement)"),
-            "memory": "max_memory_allocated during one call minus memory allocated before it (MB)" if cuda else None,
-            "rows": rows, "summary": summary, "liger": liger, "triton": version("triton"),
-            "provenance": provenance(),
-        })
+    rows: list[dict] = []
+    stopped, done = None, 0  # why the run stopped early; sizes finished (a size in progress counts as skipped)
+    try:
+        for stage, op, shape in cases:
+            if not budget.fits():
+                stopped = budget.why_not()
+                break
+            t0 = time.perf_counter()
+            run_case(op, shape, impls, bench, device, dtype, strict=args.smoke,
+                     emit=lambda row, s=stage: (row.update(stage=s), rows.append(row), log.row(row), table.row(row)))
+            budget.record("", time.perf_counter() - t0)
+            done += 1
+    except Stopped as e:  # every row measured so far is on disk and in `rows`
+        stopped = str(e)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # from here on, a second SIGTERM ends the process as usual
+    skipped_sizes = [{"stage": stage, "op": op, "shape": shape, "reason": stopped} for stage, op, shape in cases[done:]]
+    if skipped_sizes:
+        print(f"\nskipped {len(skipped_sizes)} of {len(cases)} sizes ({stopped})", flush=True)
+    summary = summarize(rows)
+    print_summary(summary)
+    log.run({"impls": impls, "skipped": skipped, "warmup": warmup, "repeats": repeats, "timing": timing,
+             "memory": "max_memory_allocated during one call minus memory allocated before it (MB)" if cuda else None,
+             "budget_s": args.budget_s, "max_stage": len(stages), "seconds": budget.elapsed(),
+             "complete": not skipped_sizes, "skipped_sizes": skipped_sizes, "rows": rows, "summary": summary,
+             "liger": liger, "triton": version("triton")})
+    if out is not None:
         print(f"\nappended to {out}")
     failed = [r for r in rows if r["impl"] == "minillm" and r.get("error")]
     return 1 if failed else 0

@@ -303,9 +303,12 @@ def shipped_kernel_results() -> dict[str, dict | None] | None:
     (None for a file with no GPU record); or None, after printing why, when there are none at all.
 
     Records made with --smoke (CPU interpreter, tiny shapes) are skipped: they test the scripts, they are not
-    measurements."""
-    found = {name: results.last(f"{name}.jsonl", where=lambda r: not r.get("smoke"), missing_ok=True)
-             for name in ("kernels", "mfu")}
+    measurements. So are the per-row lines the benches stream while they measure ({"record": "row"}): a run's
+    own record ({"record": "run"}, or no "record" field in older files) holds all its rows."""
+    def is_run(r: dict) -> bool:
+        return not r.get("smoke") and r.get("record", "run") == "run"
+
+    found = {name: results.last(f"{name}.jsonl", where=is_run, missing_ok=True) for name in ("kernels", "mfu")}
     if not any(found.values()):
         print("No GPU kernel or MFU results are recorded in bench/results yet: no run of bench/kernels.py or "
               "bench/mfu.py on a CUDA machine has been shipped. On a GPU, run `python bench/kernels.py` and "
