@@ -172,10 +172,11 @@ def cross_entropy_forward(logits: torch.Tensor, targets: torch.Tensor, ignore_in
     lse = torch.empty(n_rows, dtype=torch.float32, device=logits.device)  # (N,)
     if n_rows:
         g = grad_buffer if grad_buffer is not None else logits  # unused pointer when WRITE_GRAD is False
-        _cross_entropy_kernel[(n_rows,)](
-            logits, logits.stride(0), g, g.stride(0), targets.contiguous(), losses, lse, n_cols,
-            ignore_index, float(label_smoothing), WRITE_GRAD=grad_buffer is not None, BLOCK=block,
-            num_warps=num_warps)
+        with runtime.on_device(logits):
+            _cross_entropy_kernel[(n_rows,)](
+                logits, logits.stride(0), g, g.stride(0), targets.contiguous(), losses, lse, n_cols,
+                ignore_index, float(label_smoothing), WRITE_GRAD=grad_buffer is not None, BLOCK=block,
+                num_warps=num_warps)
     return losses.sum(), lse
 
 

@@ -78,8 +78,9 @@ def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple
     y = torch.empty_like(x2)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     if n_rows:
-        _rms_norm_fwd_kernel[(n_rows,)](x2, weight, y, rstd, x2.stride(0), y.stride(0), n_cols, eps,
-                                        BLOCK=block, num_warps=runtime.num_warps(block))
+        with runtime.on_device(x2):
+            _rms_norm_fwd_kernel[(n_rows,)](x2, weight, y, rstd, x2.stride(0), y.stride(0), n_cols, eps,
+                                            BLOCK=block, num_warps=runtime.num_warps(block))
     return y.view(x.shape), rstd
 
 
@@ -95,8 +96,9 @@ def rms_norm_backward(dy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     dx = torch.empty_like(x2)
     dw_partial = torch.zeros(programs, n_cols, dtype=torch.float32, device=x.device)
     if n_rows:
-        _rms_norm_bwd_kernel[(programs,)](dy2, x2, weight, rstd, dx, dw_partial, x2.stride(0), n_rows, n_cols,
-                                          rows_per_program, BLOCK=block, num_warps=runtime.num_warps(block))
+        with runtime.on_device(x2):
+            _rms_norm_bwd_kernel[(programs,)](dy2, x2, weight, rstd, dx, dw_partial, x2.stride(0), n_rows, n_cols,
+                                              rows_per_program, BLOCK=block, num_warps=runtime.num_warps(block))
     return dx.view(x.shape), dw_partial.sum(dim=0).to(weight.dtype)
 
 

@@ -125,12 +125,13 @@ def _launch(q, k, q_out, k_out, cos, sin, backward: bool) -> None:
     cos, sin = cos.contiguous(), sin.contiguous()  # (T, D/2): tiny, and one stride then serves both
     half = D // 2
     q_heads, k_heads, half_block = runtime.block_size(H), runtime.block_size(Hkv), runtime.block_size(half)
-    _rope_kernel[(B * T,)](
-        q, k, q_out, k_out, cos, sin,
-        *q.stride(), *q_out.stride(), *k.stride(), *k_out.stride(),
-        cos.stride(0), T, H, Hkv, half,
-        Q_HEADS=q_heads, K_HEADS=k_heads, HALF=half_block, BACKWARD=backward,
-        num_warps=runtime.num_warps(q_heads * half_block))
+    with runtime.on_device(q):
+        _rope_kernel[(B * T,)](
+            q, k, q_out, k_out, cos, sin,
+            *q.stride(), *q_out.stride(), *k.stride(), *k_out.stride(),
+            cos.stride(0), T, H, Hkv, half,
+            Q_HEADS=q_heads, K_HEADS=k_heads, HALF=half_block, BACKWARD=backward,
+            num_warps=runtime.num_warps(q_heads * half_block))
 
 
 class RoPEFunction(torch.autograd.Function):

@@ -10,6 +10,7 @@ Nothing here imports triton at import time, so `import minillm` works where trit
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -78,6 +79,13 @@ def check_runnable(tensor: torch.Tensor, jit_mode: str, op: str) -> None:
         "kernels='torch' (the same maths in PyTorch), or to step through the Triton code on the CPU, set "
         "TRITON_INTERPRET=1 (or call minillm.kernels.use_interpreter()) before the first kernel is used, "
         "in a fresh process")
+
+
+def on_device(t: torch.Tensor):
+    """The context every launch runs in: `torch.cuda.device(t.device)` for a CUDA tensor, so the kernel goes to the
+    stream and context of the GPU that holds its tensors (not to the current device, which on a multi-GPU rank
+    need not be that one); nothing for CPU tensors (the interpreter)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def block_size(n: int, limit: int = 65536) -> int:

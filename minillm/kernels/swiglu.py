@@ -87,7 +87,8 @@ def swiglu_forward(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     c = torch.empty_like(a)
     n = a.numel()
     if n:
-        _swiglu_fwd_kernel[_grid(n)](a, b, c, n, BLOCK=BLOCK, num_warps=runtime.num_warps(BLOCK))
+        with runtime.on_device(a):
+            _swiglu_fwd_kernel[_grid(n)](a, b, c, n, BLOCK=BLOCK, num_warps=runtime.num_warps(BLOCK))
     return c
 
 
@@ -97,7 +98,8 @@ def swiglu_backward(dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple
     da, db = torch.empty_like(a), torch.empty_like(b)
     n = a.numel()
     if n:
-        _swiglu_bwd_kernel[_grid(n)](dc, a, b, da, db, n, BLOCK=BLOCK, num_warps=runtime.num_warps(BLOCK))
+        with runtime.on_device(a):
+            _swiglu_bwd_kernel[_grid(n)](dc, a, b, da, db, n, BLOCK=BLOCK, num_warps=runtime.num_warps(BLOCK))
     return da, db
 
 
