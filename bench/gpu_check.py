@@ -190,36 +190,11 @@ STAGES = [
 
 # --------------------------------------------------------------------------------------------- running a stage
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Linux /proc; torchrun's workers run in sessions of their own)."""
-    out, todo = [], [pid]
-    while todo:
-        for children in Path(f"/proc/{todo.pop()}/task").glob("*/children"):
-            try:
-                kids = [int(c) for c in children.read_text().split()]
-            except OSError:
-                continue
-            out += kids
-            todo += kids
-    return out
-
-
-def _signal_tree(pid: int, sig: int) -> None:
-    targets = _descendants(pid)
-    try:
-        os.killpg(pid, sig)  # the stage's own session (start_new_session): only processes this script started
-    except ProcessLookupError:
-        pass
-    for p in targets:
-        try:
-            os.kill(p, sig)
-        except ProcessLookupError:
-            pass
-
-
 def run_command(cmd: list[str], env: dict[str, str], log: Path, limit_s: float, grace_s: float) -> int | None:
     """Run `cmd` from the checkout's root, its output appended to `log`; None if it passed `limit_s` (then SIGTERM,
     and SIGKILL for whatever is left of its process tree `grace_s` later)."""
+    from minillm.train.launch import signal_tree  # the one process-tree signaller (torchrun's workers included)
+
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(cmd)}\n".encode())
         f.flush()
@@ -227,12 +202,12 @@ def run_command(cmd: list[str], env: dict[str, str], log: Path, limit_s: float, 
         try:
             return proc.wait(timeout=max(limit_s, 0.1))
         except subprocess.TimeoutExpired:
-            _signal_tree(proc.pid, signal.SIGTERM)
+            signal_tree(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 pass
-            _signal_tree(proc.pid, signal.SIGKILL)
+            signal_tree(proc.pid, signal.SIGKILL)
             proc.wait()
             f.write(f"\n[gpu_check: stopped after its limit of {limit_s:.0f} s]\n".encode())
             return None

@@ -49,7 +49,7 @@ def torchrun(argv: Sequence[str], nproc: int = 2, *, timeout_s: float = 120, cwd
     try:
         stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        _kill_tree(proc.pid)  # torchrun and every worker it started
+        signal_tree(proc.pid, signal.SIGKILL)  # torchrun and every worker it started
         proc.communicate()
         raise RuntimeError(f"torchrun with {nproc} processes did not finish within {timeout_s} s; all its "
                            f"processes were killed. Command: {' '.join(cmd)}") from None
@@ -74,17 +74,17 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL torchrun's process group and every descendant. torchrun starts each worker in a session of its own
-    (start_new_session), so killing the launcher's group alone would leave the workers running, holding the
-    output pipes open: the caller would wait for them to finish anyway."""
+def signal_tree(pid: int, sig: int) -> None:
+    """Send `sig` to the process group of `pid` (a child started with start_new_session) and to every descendant.
+    torchrun starts each worker in a session of its own, so signalling the launcher's group alone would leave the
+    workers running, holding the output pipes open: the caller would wait for them to finish anyway."""
     victims = _descendants(pid)
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, sig)
     except ProcessLookupError:
         pass
     for child in victims:
         try:
-            os.kill(child, signal.SIGKILL)
+            os.kill(child, sig)
         except ProcessLookupError:
             pass
