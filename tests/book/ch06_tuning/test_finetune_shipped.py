@@ -60,20 +60,11 @@ def _bench():
     return mod
 
 
-def test_every_study_of_the_bench_script_is_shipped_with_its_settings():
+def test_every_study_of_the_bench_script_is_shipped_with_its_settings(assert_shipped_with_settings):
     """Records from before "settings" existed (2026-11-23) cannot say how they were made: they fail here, listed,
     until python bench/finetune_studies.py makes them again."""
-    got = plots.shipped_finetune_studies()
-    names = list(_bench().studies("laptop"))
-    missing = [n for n in names if n not in got]
-    assert not missing, f"no shipped record of {missing}"
-    stale = {n: got[n]["provenance"]["date"] for n in names if not got[n].get("settings")}
-    assert not stale, f"records without 'settings' (made before they were recorded; re-run python " \
-                      f"bench/finetune_studies.py --only ...): {stale}"
-    for n in names:
-        rec = got[n]
-        assert rec["size"] == "laptop" and rec["provenance"]["git"]["commit"], n
-        assert all(isinstance(e, dict) and e for e in rec["settings"]), n
+    assert_shipped_with_settings(plots.shipped_finetune_studies(), list(_bench().studies("laptop")),
+                                 "finetune_studies.py")
 
 
 def _dry_alignment(monkeypatch) -> dict:

@@ -63,19 +63,12 @@ def _bench_study_names() -> list:
     return list(mod.studies("laptop"))
 
 
-def test_every_study_of_the_bench_script_is_shipped_with_its_settings():
+def test_every_study_of_the_bench_script_is_shipped_with_its_settings(assert_shipped_with_settings):
     """Records from before "settings" existed (2026-11-23) cannot say how they were made: they fail here, listed,
     until python bench/utilization_studies.py makes them again."""
-    got = up.shipped_utilization_studies()
     names = _bench_study_names()
     assert set(FIGURES) <= set(names)
-    missing = [n for n in names if n not in got]
-    assert not missing, f"no shipped record of {missing}"
-    stale = {n: got[n]["provenance"]["date"] for n in names if not got[n].get("settings")}
-    assert not stale, f"records without 'settings' (made before they were recorded; re-run python " \
-                      f"bench/utilization_studies.py --only ...): {stale}"
-    for n in names:
-        assert got[n]["size"] == "laptop" and got[n]["provenance"]["git"]["commit"], n
+    assert_shipped_with_settings(up.shipped_utilization_studies(), names, "utilization_studies.py")
 
 
 def _one(settings: list, key: str, study: str) -> dict:
