@@ -32,8 +32,11 @@ class ZeroOneAdamW(torch.optim.Optimizer):
 
     params: parameters or param groups (e.g. `param_groups(model, wd)`), identical on every rank.
     Hyperparameters (lr, betas, eps, weight_decay) are read from `param_groups` at every step, so schedules that
-    set group["lr"] work as usual. Every parameter must have a gradient at `step` (a missing one is an error:
-    plain AdamW would skip it, which a flat shard cannot). `state_dict()` holds this rank's shard only.
+    set group["lr"] work as usual. Frozen parameters (requires_grad=False when the optimizer is built, e.g. a LoRA
+    base) are left out of the flat shards and never touched, as torch.optim.AdamW skips them; pass
+    `model.parameters()` as you would to AdamW. Every trainable parameter must have a gradient at `step` (a missing
+    one is an error: plain AdamW would skip it, which a flat shard cannot), and unfreezing a parameter later needs
+    a new optimizer (the shard layout is fixed here). `state_dict()` holds this rank's shard only.
     """
 
     def __init__(self, params, world_size: int, rank: int, lr: float = 1e-3,
@@ -52,12 +55,17 @@ class ZeroOneAdamW(torch.optim.Optimizer):
                                  f"group (world_size={dist.get_world_size()}, rank={dist.get_rank()})")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self.world_size, self.rank = world_size, rank
-        # One flat shard per group: a leaf tensor that the inner AdamW updates and keeps m and v for.
+        # One flat shard per group: a leaf tensor that the inner AdamW updates and keeps m and v for. Only the
+        # parameters trainable now are laid out in it; a group with none gets an empty shard and is skipped.
+        self._trainable: list[list[torch.Tensor]] = [[p for p in g["params"] if p.requires_grad]
+                                                     for g in self.param_groups]
+        if not any(self._trainable):
+            raise ValueError("ZeroOneAdamW: every parameter is frozen (requires_grad=False); there is nothing to train")
         self._shards: list[torch.Tensor] = []
-        for group in self.param_groups:
-            numel = sum(p.numel() for p in group["params"])
+        for params in self._trainable:
+            numel = sum(p.numel() for p in params)
             size = math.ceil(numel / world_size)  # S; the padding (≤ N−1 zeros) keeps all slices equal for gather
-            ref = group["params"][0]
+            ref = params[0] if params else self.param_groups[0]["params"][0]
             self._shards.append(torch.zeros(size, dtype=ref.dtype, device=ref.device))
         self._inner = AdamW([{"params": [s], **self._hyper(g)} for s, g in zip(self._shards, self.param_groups)])
 
@@ -77,9 +85,19 @@ class ZeroOneAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         N, r = self.world_size, self.rank
-        for group, shard, inner_group in zip(self.param_groups, self._shards, self._inner.param_groups):
-            params, S = group["params"], shard.numel()
-            missing = [i for i, p in enumerate(group["params"]) if p.grad is None]
+        for group, params, shard, inner_group in zip(self.param_groups, self._trainable, self._shards,
+                                                     self._inner.param_groups):
+            S = shard.numel()
+            unfrozen = [i for i, p in enumerate(group["params"]) if p.requires_grad and
+                        not any(p is q for q in params)]
+            if unfrozen:
+                raise RuntimeError(f"ZeroOneAdamW: parameters {unfrozen} of a group were frozen when the optimizer was "
+                                   "built and now require grad; the flat shards cannot grow, so build a new "
+                                   "ZeroOneAdamW after unfreezing")
+            if not params:
+                shard.grad = torch.zeros_like(shard)  # an empty group: nothing to update, keeps the inner step uniform
+                continue
+            missing = [i for i, p in enumerate(group["params"]) if p.requires_grad and p.grad is None]
             if missing:
                 raise RuntimeError(f"ZeroOneAdamW: parameters {missing} of a group have no gradient; every "
                                    "parameter must take part in the loss (or leave it out of the optimizer)")
@@ -96,8 +114,11 @@ class ZeroOneAdamW(torch.optim.Optimizer):
             shard.grad = grad[r * S:(r + 1) * S].clone()  # (S,)
             inner_group.update(self._hyper(group))
         self._inner.step()  # AdamW on the shards only: m and v exist for S numbers per group, not P
-        for group, shard in zip(self.param_groups, self._shards):
-            params, S = group["params"], shard.numel()
+        for params, shard in zip(self._trainable, self._shards):
+            S = shard.numel()
+            if not params:
+                shard.grad = None
+                continue
             full = torch.empty(S * N, dtype=shard.dtype, device=shard.device)  # (N·S,)
             if N > 1:
                 dist.all_gather(list(full.chunk(N)), shard)  # rank k's slice lands in full[k·S:(k+1)·S]

@@ -1,9 +1,10 @@
 """Position encodings: the properties that make each one work."""
 import math
 
+import pytest
 import torch
 
-from minillm.model.position import alibi_bias, alibi_slopes, apply_rope, sinusoidal_embedding
+from minillm.model.position import alibi_bias, alibi_slopes, apply_rope, rope_angles, sinusoidal_embedding
 
 
 def test_sinusoidal_table_values():
@@ -41,3 +42,54 @@ def test_alibi_slopes_and_bias():
     assert b.shape == (4, 5, 5)
     assert torch.all(b.diagonal(dim1=1, dim2=2) == 0)
     torch.testing.assert_close(b[0, 4, 1], torch.tensor(-3 * 0.25))
+
+
+# ---- batched positions (#21, bug 1) --------------------------------------------------------------------------------
+def _row_by_row(x, positions, theta=10000.0):
+    """The reference: apply_rope with (T,) positions, one leading row at a time."""
+    return torch.stack([apply_rope(x[b], positions[b], theta) for b in range(x.size(0))])
+
+
+@pytest.mark.parametrize("T, hd", [(8, 16), (5, 16), (8, 8), (3, 32)])  # (8, 16): T == hd // 2, the silent case
+def test_rope_batched_positions_equal_row_by_row(T, hd):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, T, hd, generator=g)
+    same = torch.arange(T).expand(2, T)
+    torch.testing.assert_close(apply_rope(x, same), apply_rope(x, torch.arange(T)), atol=0, rtol=0)
+    shifted = torch.stack([torch.arange(T), torch.arange(T) + 5])  # a KV-cache batch at different offsets
+    torch.testing.assert_close(apply_rope(x, shifted), _row_by_row(x, shifted), atol=0, rtol=0)
+
+
+def test_rope_positions_broadcast_over_heads():
+    """x (B, H, T, hd) with positions (B, T): the HF convention (position_ids per sequence, shared by heads)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 8, 16, generator=g)
+    pos = torch.stack([torch.arange(8), torch.arange(8) * 2 + 1])
+    want = torch.stack([apply_rope(x[b], pos[b]) for b in range(2)])  # each (H, T, hd) with (T,) positions
+    torch.testing.assert_close(apply_rope(x, pos), want, atol=0, rtol=0)
+    torch.testing.assert_close(apply_rope(x, pos[:, None, :].expand(2, 3, 8)), want, atol=0, rtol=0)
+
+
+def test_rope_angles_shapes():
+    cos, sin = rope_angles(torch.arange(8), 16)
+    assert cos.shape == sin.shape == (8, 8)
+    cos_b, sin_b = rope_angles(torch.stack([torch.arange(8), torch.arange(8) + 3]), 16)
+    assert cos_b.shape == (2, 8, 8)
+    torch.testing.assert_close(cos_b[0], cos, atol=0, rtol=0)
+    torch.testing.assert_close(sin_b[1], rope_angles(torch.arange(8) + 3, 16)[1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("pos, match", [
+    (torch.arange(7), "positions"),                       # wrong T
+    (torch.arange(24).view(3, 8), "leading"),              # batch 3 for x's batch 2
+    (torch.tensor(3), "positions"),                        # a scalar
+])
+def test_rope_bad_positions_get_a_clear_error(pos, match):
+    x = torch.randn(2, 8, 16)
+    with pytest.raises(ValueError, match=match):
+        apply_rope(x, pos)
+
+
+def test_rope_angles_rejects_a_scalar():
+    with pytest.raises(ValueError, match="positions"):
+        rope_angles(torch.tensor(3), 16)

@@ -246,3 +246,66 @@ def test_init_distributed_outside_torchrun_says_how_to_start(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         init_distributed()
+
+
+# ---- frozen parameters (#21, bug 2): a LoRA-style model whose base weights do not train ----------------------------
+
+def _freeze_half(model: GPT) -> GPT:
+    """Freeze every attention weight and the embeddings, as a LoRA base is frozen: only MLP and norms train."""
+    for n, p in model.named_parameters():
+        if ".attn." in n or n.startswith("tok_emb") or "wte" in n:
+            p.requires_grad_(False)
+    assert any(not p.requires_grad for p in model.parameters()) and any(p.requires_grad for p in model.parameters())
+    return model
+
+
+def _train_frozen(opt_cls, world: int = 1, rank: int = 0, steps: int = 3):
+    model = _freeze_half(tiny_gpt())
+    opt = opt_cls(model.parameters(), world, rank, **OPT) if opt_cls is ZeroOneAdamW \
+        else opt_cls(model.parameters(), **OPT)
+    losses = []
+    for batch in batches(steps):
+        x, y = my_half(batch, rank, world)
+        opt.zero_grad()
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(global_mean(loss, world) if world > 1 else loss.item())
+    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, opt
+
+
+def _zero_frozen_worker(rank: int, world: int):
+    torch.set_num_threads(1)
+    losses, params, _ = _train_frozen(ZeroOneAdamW, world, rank)
+    return losses, params
+
+
+def test_zero1_skips_frozen_parameters_as_adamw_does():
+    """ZeroOneAdamW(model.parameters()) with frozen parameters: step() used to raise 'no gradient'. Now the frozen
+    ones stay exactly as they were and the rest equal torch.optim.AdamW on one process."""
+    ref_losses, ref_params, _ = _train_frozen(torch.optim.AdamW)
+    losses, params, opt = _train_frozen(ZeroOneAdamW)
+    assert_matches(losses, params, ref_losses, ref_params, "ZeRO-1 with frozen parameters, world_size=1")
+    init = dict(tiny_gpt().named_parameters())
+    frozen = [n for n, p in _freeze_half(tiny_gpt()).named_parameters() if not p.requires_grad]
+    for n in frozen:
+        assert torch.equal(params[n], init[n]), f"frozen {n} changed"
+    trainable_numel = sum(p.numel() for p in opt.param_groups[0]["params"] if p.requires_grad)
+    assert opt.state_bytes() == 2 * 4 * trainable_numel + 4 * 1, "moments only for the trainable parameters"
+
+
+def test_zero1_with_frozen_parameters_on_two_ranks_equals_adamw():
+    ref_losses, ref_params, _ = _train_frozen(torch.optim.AdamW)
+    for rank, (losses, params) in enumerate(spawn(_zero_frozen_worker, WORLD, timeout_s=SPAWN_TIMEOUT_S)):
+        assert_matches(losses, params, ref_losses, ref_params, f"ZeRO-1 frozen, rank {rank}")
+
+
+def test_zero1_refuses_a_parameter_unfrozen_after_construction():
+    model = _freeze_half(tiny_gpt())
+    opt = ZeroOneAdamW(model.parameters(), 1, 0, **OPT)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    _, loss = model(*batches(1)[0])
+    loss.backward()
+    with pytest.raises(RuntimeError, match="frozen when the optimizer was built"):
+        opt.step()
