@@ -19,6 +19,24 @@ The validators matter as much as the patterns; they are what separates PII from 
 - phones: "+1 415-555-0134", "(415) 555-0134", "415.555.0134", "+86 138 1234 5678", "13812345678", ...
   never a part of a longer digit run (years, prices, card and ID numbers are left alone).
 
+North-American (NANP) numbers are 3 + 3 + 4 digits: area code, exchange, line. Their written forms are a
+phone by shape alone: 415-555-0134, 415.555.0134, (415) 555-0134, (415)-555-0134, (415)555-0134 and
+415 555 0134, each optionally after "+1 " or a trunk "1-" / "1 " / "1.", and +1 4155550134. The shape is
+the evidence: no date, time, version, amount (thousands come in threes) or ISBN is grouped 3-3-4. Forms
+closer to other numbers (single spaces, a trunk 1, +1 then ten digits, ten bare digits) also need an area
+code starting 2-9, as the NANP requires; the dash, dot and parenthesis forms take any area code, so they
+also catch other plans' numbers written the same way. The exchange is never checked: numbers as people
+write them (e.g. 283-182-3829) often break the NANP's rule that it starts with 2-9.
+
+Ten bare digits ("4155550134") are the one ambiguous form: order, invoice, account and tracking numbers,
+ISBN-10s and amounts look the same. The rule: a bare ten-digit run with an area code starting 2-9 is a
+phone only when a *phone cue* is the nearest cue word before it, within 32 characters on the same line.
+Phone cues: call, phone, tel, mobile, cell, fax, contact, text, sms, reach, dial, hotline, 电话, 手机, 致电,
+拨打, 联系, 传真, ☎, 📞. Decoy cues: order, invoice, id, account, tracking, ref, isbn, serial, sku, ticket,
+customer, booking, ..., 订单, 编号, 单号, 账号. Other words ("no.", "#", "at", "my") are neutral, so
+"Phone No. 4155550134" is a phone and "Order No. 4155550134" is not, and "call about order 4155550134" is
+not. Without any cue a bare run is left alone: recall is traded for precision where the text gives no hint.
+
 Kinds are matched in a fixed order, e-mail, ID, card, IPv4, phone, and a later match may not overlap an
 earlier one: an 18-digit ID is never read as a card, and the digits of a card never as a phone.
 Digits are ASCII [0-9] only: Python's \\d would also match full-width digits, which these formats never use.
@@ -151,25 +169,63 @@ _PATTERNS = {
           (?: \([0-9]{1,4}\)[ \-]?[0-9]{3,4}[ \-.][0-9]{4}                 #   (415) 555-0134
             | 1[3-9][0-9][ \-]?[0-9]{4}[ \-]?[0-9]{4}                      #   138 1234 5678
             | [0-9]{2,4}(?:[ \-.][0-9]{2,4}){1,3} )                        #   415-555-0134, 20 7946 0958
-        | \([0-9]{3}\)[ ]?[0-9]{3}[ \-.][0-9]{4}                           # (415) 555-0134
+        | \([0-9]{3}\)[ \-]?[0-9]{3}[ \-.][0-9]{4}                         # (415) 555-0134, (415)-555-0134
         | [0-9]{3}([\-.])[0-9]{3}\1[0-9]{4}                                # 415-555-0134, 415.555.0134
         | 1[3-9][0-9](?:[0-9]{8}|([ \-])[0-9]{4}\2[0-9]{4})                # 13812345678, 138-1234-5678
+        | \+1[ \-]?[2-9][0-9]{9}                                           # +1 4155550134: "+1" is the cue
+        | [2-9][0-9]{2}[ ][0-9]{3}[ ][0-9]{4}                              # 415 555 0134
+        | 1[ \-.](?: \([2-9][0-9]{2}\)[ \-]?[0-9]{3}[ \-.][0-9]{4}         # 1 (415) 555-0134
+                  | [2-9][0-9]{2}([ \-.])[0-9]{3}\3[0-9]{4} )             # 1-415-555-0134, 1 415 555 0134
+        | (?P<bare>[2-9][0-9]{9})                                          # 4155550134: only after a cue
         )""" + _NUM_AFTER, re.X),
 }
 
+# Cue words for bare ten-digit runs (see the module docstring). ASCII words must stand alone (no letter on
+# either side) so "recall" is no "call" and "idea" no "id"; CJK and symbol cues are matched anywhere, since
+# Chinese has no spaces between words.
+_PHONE_CUES = (r"call(?:s|ed|ing)?", r"(?:tele|cell|mobile)?phone[sd]?", r"tel", r"mob(?:ile)?", r"cell",
+               r"fax", r"contact(?:s|ed|ing)?", r"text(?:s|ed|ing)?", r"sms", r"whatsapp", r"reach(?:ed|ing)?",
+               r"dial(?:s|ed|ing|led|ling)?", r"hotline", "电话", "手机", "致电", "拨打", "联系", "传真", "热线",
+               "☎", "📞", "✆")
+_DECOY_CUES = (r"orders?", r"invoices?", r"ids?", r"accounts?", r"acct", r"tracking", r"ref", r"reference",
+               r"isbn", r"serial", r"sku", r"items?", r"products?", r"codes?", r"pin", r"tickets?",
+               r"transactions?", r"customers?", r"members?(?:hip)?", r"policy", r"booking", r"confirmation",
+               r"case", r"receipt", r"batch", r"parcel", r"shipment", "订单", "编号", "单号", "账号", "帐号",
+               "卡号", "发票", "快递", "序列号")
+_CUE_WINDOW = 32  # characters before a bare run searched for cues: a short phrase such as "call me at"
 
-def _card_ok(s: str) -> bool:
-    digits = s.replace(" ", "").replace("-", "")
+
+def _cue_regex(cues: tuple[str, ...]) -> str:
+    return "|".join(rf"(?<![A-Za-z])(?:{c})(?![A-Za-z])" if c.isascii() else c for c in cues)
+
+
+_CUES = re.compile(rf"(?P<phone>{_cue_regex(_PHONE_CUES)})|(?P<decoy>{_cue_regex(_DECOY_CUES)})", re.I)
+
+
+def _card_ok(m: re.Match) -> bool:
+    digits = m.group().replace(" ", "").replace("-", "")
     return 13 <= len(digits) <= 19 and luhn_valid(digits)
 
 
-def _phone_ok(s: str) -> bool:
-    n = sum(c.isdigit() for c in s)
-    return 10 <= n <= 15  # E.164 allows at most 15 digits; local numbers have at least 10 here
+def _phone_cue_before(text: str, start: int) -> bool:
+    """True when the nearest cue in the _CUE_WINDOW characters before `start`, same line, is a phone cue."""
+    lo = max(start - _CUE_WINDOW, text.rfind("\n", 0, start) + 1)
+    last = None
+    for last in _CUES.finditer(text, lo, start):
+        pass
+    return last is not None and last.group("phone") is not None
 
 
-_VALIDATORS = {"email": lambda s: True, "cn_id": cn_id_valid, "credit_card": _card_ok, "ipv4": ipv4_valid,
-               "phone": _phone_ok}
+def _phone_ok(m: re.Match) -> bool:
+    n = sum(c.isdigit() for c in m.group())
+    if not 10 <= n <= 15:  # E.164 allows at most 15 digits; local numbers have at least 10 here
+        return False
+    return m.group("bare") is None or _phone_cue_before(m.string, m.start())
+
+
+# Each validator sees the whole match (m.string is the text), so a rule may read the context around it.
+_VALIDATORS = {"email": lambda m: True, "cn_id": lambda m: cn_id_valid(m.group()), "credit_card": _card_ok,
+               "ipv4": lambda m: ipv4_valid(m.group()), "phone": _phone_ok}
 
 
 def _check_kinds(kinds) -> tuple[str, ...]:
@@ -195,7 +251,7 @@ def find_pii(text: str, kinds: Iterable[str] = PII_KINDS) -> list[PIISpan]:
         valid = _VALIDATORS[kind]
         for m in _PATTERNS[kind].finditer(text):
             s, e = m.span()
-            if valid(m.group()) and not any(s < t.end and t.start < e for t in taken):
+            if valid(m) and not any(s < t.end and t.start < e for t in taken):
                 taken.append(PIISpan(s, e, kind))
     return sorted(taken, key=lambda sp: sp.start)
 

@@ -9,6 +9,8 @@ Survey §7 (capacity evaluation): §7.1.1 (language modeling: loss, perplexity),
                       and their standard errors (Schaeffer et al. 2023: the metric, not the model, makes the jump)
     harness.py        perplexity (and bits per byte) over a text, multiple-choice scoring by likelihood
                       (lm-eval's acc / acc_norm), exact_match / f1_score, few-shot prompts of (question, answer)
+    answers.py        the final answer of a free-form response: the number of a GSM8K-style solution ("#### 42",
+                      else the last number), the letter an MMLU-style response chose; None when there is none
     scoring.py        teacher-forced scoring of task examples (one forward pass gives every metric), greedy
                       completion, in-context accuracy by number of shots, inverse-scaling rates
     benchmarks.py     benchmark suites built from our own generators (facts_mc, arithmetic, story_cloze) and the
@@ -24,6 +26,7 @@ from minillm.evaluation.metrics import (METRICS, answer_logprob, binomial_se, bo
                                         exact_match_tokens, mean_se, summarize, token_accuracy)
 from minillm.evaluation.harness import (NORMALIZE, choice_logprobs, exact_match, f1_score, few_shot_prompt,
                                         normalize_answer, perplexity, score_choices)
+from minillm.evaluation.answers import numbers_match, parse_choice, parse_number, score_numeric
 from minillm.evaluation.scoring import (greedy_complete, icl_accuracy_by_shots, inverse_scaling_rates, score_examples,
                                         score_generated)
 from minillm.evaluation.benchmarks import (KINDS, SHOT_STREAM, TASKS, Arithmetic, EvalTask, FactsMC, Item, StoryCloze,
@@ -36,6 +39,7 @@ __all__ = [
     "summarize", "token_accuracy",
     "NORMALIZE", "choice_logprobs", "exact_match", "f1_score", "few_shot_prompt", "normalize_answer", "perplexity",
     "score_choices",
+    "numbers_match", "parse_choice", "parse_number", "score_numeric",
     "greedy_complete", "icl_accuracy_by_shots", "inverse_scaling_rates", "score_examples", "score_generated",
     "KINDS", "SHOT_STREAM", "TASKS", "Arithmetic", "EvalTask", "FactsMC", "Item", "StoryCloze", "evaluate_suite",
     "get_task", "register_task", "run_benchmark", "score_items",

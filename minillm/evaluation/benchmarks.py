@@ -7,8 +7,9 @@ Three suites, each matching a training corpus so a model trained on it can do th
 - "facts_mc" (mc): "Ada Ashdown lives in" + one of 4 cities, about a `FactWorld`; a model trained on the "facts"
   corpus with the same `world_seed` can know the answer, any other model can only guess (chance 1/n_choices).
 - "arithmetic" (generate): "37+48=" -> greedy continuation, exact match on the answer (with `cot`, the prompt
-  ends in "[" and the answer follows the model's own working). Problems come from the EVAL seed stream of
-  `minillm.data.tasks.pretraining`, so `pretraining_mixture` text with the same seed never holds the same draws.
+  ends in "[" and the answer follows the model's own working; parse="number" reads the answer GSM8K-style).
+  Problems come from the EVAL seed stream of `minillm.data.tasks.pretraining`, so `pretraining_mixture` text
+  with the same seed never holds the same draws.
 - "story_cloze" (mc): a "story" corpus prefix ending at "... gave" or "... smiled at"; the right continuation is
   fixed by the story so far (the object the hero found, the friend they met), the wrong ones are other objects
   or names. A model must read the context: no continuation is more likely on its own.
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minillm.evaluation.answers import parse_number
 from minillm.evaluation.harness import NORMALIZE, _choice_scores, few_shot_prompt
 
 KINDS = ("mc", "generate")
@@ -186,20 +188,28 @@ class FactsMC(EvalTask):
 
 class Arithmetic(EvalTask):
     """Addition (or multiplication) problems of `digits` digits answered by generation; cot=True asks for the
-    written working first (the prompt ends in "[", the answer follows "]")."""
+    written working first (the prompt ends in "[", the answer follows "]").
+
+    The answer is the first line of the completion (with cot, what follows its last "]"). parse="line" (the
+    default, what every shipped result used) compares it verbatim, spaces stripped: "85" is right, "85.",
+    "085" and "85 apples" are wrong. parse="number" reads it with `minillm.evaluation.answers.parse_number`
+    (GSM8K-style: the last number, canonical), so all three are right and "8 5" reads as 5."""
 
     name, kind = "arithmetic", "generate"
     description = "reasoning: a+b by greedy generation, exact match, optionally with chain-of-thought"
+    PARSES = ("line", "number")
 
-    def __init__(self, digits=2, cot: bool = False, op: str = "addition"):
+    def __init__(self, digits=2, cot: bool = False, op: str = "addition", parse: str = "line"):
         from minillm.data.tasks.suites import TASKS as GENERATORS
 
         if op not in ("addition", "multiplication"):
             raise ValueError(f"op={op!r} is not valid; choose 'addition' or 'multiplication'")
         if not isinstance(cot, bool):
             raise ValueError(f"cot={cot!r} must be True or False")
+        if parse not in self.PARSES:
+            raise ValueError(f"parse={parse!r} is not valid; choose 'line' (verbatim) or 'number' (parse_number)")
         GENERATORS[op].knobs(digits=digits, cot=cot)  # the generator's own checks and messages
-        self.digits, self.cot, self.op = digits, cot, op
+        self.digits, self.cot, self.op, self.parse = digits, cot, op, parse
 
     def examples(self, n: int, seed: int = 0) -> list[Item]:
         from minillm.data.tasks.pretraining import eval_examples
@@ -214,7 +224,9 @@ class Arithmetic(EvalTask):
         from minillm.data.tasks.suites import extract_answer
 
         ans = extract_answer(completion, require_marker=bool(item.meta.get("trace")))
-        return None if ans is None else ans.strip()
+        if ans is None:
+            return None
+        return ans.strip() if self.parse == "line" else parse_number(ans)
 
     def max_new_tokens(self, items: list[Item]) -> int:
         return int(1.5 * max(len(self.demo(it)[1]) + 1 for it in items)) + 4  # room for a longer working

@@ -5,11 +5,18 @@ adaptation.
     chat.py         chat template with special tokens; ChatTemplate.render(messages) -> (ids, loss_mask)
     sft.py          instruction data from the synthetic worlds, JSONL loaders, packing with response-only targets,
                     `train_sft` (§5.1) through the library's one training step (minillm.train.step)
+    sft_loop.py     the SFT micro-step (summed response NLL / constant / grad-accum steps, backward), a packed
+                    (prompt, response) dataset with seeded batches, and a Trainer-free SFT loop a reader holds in mind
     logprobs.py     per-token and per-sequence log-probabilities (float32) shared by DPO, PPO and GRPO
     dpo.py          DPO / IPO / SimPO losses and a DPO loop (§5.2, non-RL alignment)
     reward.py       reward model (GPT backbone + scalar head) and the Bradley-Terry loss (§5.2, RLHF step 2)
     rollout.py      sampling responses with old / reference log-probs; the reward interface
                     RewardFn = callable(responses: list[str], prompts: list[str]) -> tensor (N,)
+    policy_gradient.py  the losses RL homework is built from, over (B, T) log-probs: REINFORCE with and without a
+                    baseline, the clipped PPO/GRPO surrogate, group-normalised rewards (GRPO, Dr. GRPO), masked
+                    mean / sum over a constant, token entropy, one gradient-accumulation micro-step
+    verifiable.py   verifiable rewards (RLVR): exact match of a parsed answer, a format reward, their weighted sum,
+                    the gold of an arithmetic prompt
     ppo.py          PPO as in InstructGPT: a value model (critic), KL-penalized rewards, GAE, the clipped objective
     grpo.py         GRPO as in DeepSeekMath: group-relative advantages, the k3 KL estimate
     peft.py         LoRA, adapters, prefix and prompt tuning (§5.3)
@@ -29,6 +36,10 @@ from minillm.finetune.chat import (ASSISTANT, CHAT_TOKENS, END, ROLE_TAGS, SYSTE
 from minillm.finetune.sft import (IGNORE, SFT_TASKS, TASK_TEMPLATES, Conversation, example_to_conversation,
                                   instruction_data, load_jsonl, optimize, pack, problem_key, response_accuracy,
                                   sft_batches, sft_loss, task_templates, train_sft)
+from minillm.finetune.policy_gradient import (PG_KINDS, PG_NORMALIZE, group_normalized_rewards, grpo_microbatch_step, masked_normalize,
+                                              policy_gradient_loss, token_entropy)
+from minillm.finetune.sft_loop import EOS_TOKEN, PackedSFTDataset, sft_microbatch_step, train_sft_loop
+from minillm.finetune.verifiable import arithmetic_gold, combine_rewards, exact_match_reward, format_reward
 from minillm.finetune.logprobs import (align_mask, logprobs_from_logits, masked_sum, model_logits, sequence_logprob,
                                        token_logprobs)
 from minillm.finetune.dpo import LOSSES, dpo_loss, ipo_loss, pair_logprobs, simpo_loss, train_dpo
@@ -53,6 +64,9 @@ __all__ = [
     "IGNORE", "SFT_TASKS", "TASK_TEMPLATES", "Conversation", "example_to_conversation", "instruction_data",
     "load_jsonl", "optimize", "pack", "problem_key", "response_accuracy", "sft_batches", "sft_loss",
     "task_templates", "train_sft",
+    "PG_KINDS", "PG_NORMALIZE", "group_normalized_rewards", "grpo_microbatch_step", "masked_normalize", "policy_gradient_loss", "token_entropy",
+    "EOS_TOKEN", "PackedSFTDataset", "sft_microbatch_step", "train_sft_loop",
+    "arithmetic_gold", "combine_rewards", "exact_match_reward", "format_reward",
     "align_mask", "logprobs_from_logits", "masked_sum", "model_logits", "sequence_logprob", "token_logprobs",
     "LOSSES", "dpo_loss", "ipo_loss", "pair_logprobs", "simpo_loss", "train_dpo",
     "RewardModel", "bradley_terry_loss", "pair_rewards", "reward_accuracy", "train_reward_model",

@@ -13,7 +13,9 @@ Schulman's "k3" estimator as in DeepSeekMath:
 
     k3 = pi_ref / pi - log(pi_ref / pi) - 1   (>= 0 always; unbiased for KL(pi || pi_ref) under samples of pi)
 
-The KL is a loss term here, not part of the reward as in PPO (`rl_ppo.kl_penalized_rewards`).
+The KL is a loss term here, not part of the reward as in PPO (`ppo.kl_penalized_rewards`). The advantages and
+the clipped term are `policy_gradient.group_normalized_rewards` and `policy_gradient.clipped_surrogate`, whose
+docstring compares the conventions of GRPO, DAPO and Dr. GRPO.
 
 Conventions (documented because implementations differ):
 - std is the Bessel-corrected sample std (divide by G - 1), as torch.std and TRL's GRPOTrainer; so rewards
@@ -30,9 +32,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from minillm.finetune.ppo import clipped_surrogate
-from minillm.finetune.rollout import (RewardFn, RolloutConfig, _int, _number, masked_mean, minibatches, optimizer_step,
-                      response_logprobs, sample_rollout, score_rollout)
+from minillm.finetune.policy_gradient import clipped_surrogate, group_normalized_rewards, masked_mean
+from minillm.finetune.rollout import (RewardFn, RolloutConfig, _int, _number, minibatches, optimizer_step,
+                                      response_logprobs, sample_rollout, score_rollout)
 
 __all__ = ["GRPOConfig", "group_advantages", "grpo_loss", "grpo_step", "k3_kl"]
 
@@ -71,16 +73,9 @@ class GRPOConfig(RolloutConfig):
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
     """rewards (B * G,), the G samples of each prompt adjacent -> advantages (B * G,): (r - group mean) /
-    (group sample std + eps), std Bessel-corrected (see the module docstring); 0 for a group of equal rewards."""
-    if not isinstance(group_size, int) or group_size < 2:
-        raise ValueError(f"group_size={group_size!r} must be an integer >= 2 (a std needs two samples)")
-    if rewards.dim() != 1 or rewards.numel() % group_size:
-        raise ValueError(f"rewards {tuple(rewards.shape)} must be 1-D with a length divisible by "
-                         f"group_size={group_size} (B prompts x G samples, each prompt's samples adjacent)")
-    r = rewards.float().view(-1, group_size)  # (B, G)
-    std = r.std(1, keepdim=True)  # (B, 1)
-    adv = (r - r.mean(1, keepdim=True)) / (std + eps)
-    return adv.masked_fill(std == 0, 0.0).view(-1)  # an all-equal group: 0, not 0/0 = nan when eps = 0
+    (group sample std + eps), std Bessel-corrected (see the module docstring); 0 for a group of equal rewards.
+    GRPO's defaults for `policy_gradient.group_normalized_rewards` (which also returns the group statistics)."""
+    return group_normalized_rewards(rewards, group_size, normalize_by_std=True, eps=eps)[0]
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -120,8 +115,7 @@ def grpo_step(policy: nn.Module, reference: nn.Module, optimizer: torch.optim.Op
     ro = sample_rollout(policy, reference, prompt_ids, cfg, generator)
     P, mask = ro.prompt_len, ro.mask
     scores = score_rollout(ro, tokenizer, reward_fn, cfg.stop_tokens)  # (B * G,)
-    adv = group_advantages(scores, G, cfg.eps)  # (B * G,)
-    group_std = scores.view(-1, G).std(1)  # (B,)
+    adv, groups = group_normalized_rewards(scores, G, normalize_by_std=True, eps=cfg.eps)  # (B * G,)
     sums = {"loss": 0.0, "clip_frac": 0.0, "grad_norm": 0.0}
     n_updates = 0
     policy.train()
@@ -137,8 +131,7 @@ def grpo_step(policy: nn.Module, reference: nn.Module, optimizer: torch.optim.Op
                 sums["clip_frac"] += float(masked_mean(((ratio - 1).abs() > cfg.clip).float(), m))
             n_updates += 1
     stats = {k: v / n_updates for k, v in sums.items()}
-    stats.update(score=float(scores.mean()), score_std=float(group_std.mean()),
-                 zero_std_frac=float((group_std == 0).float().mean()),
+    stats.update(score=groups["reward_mean"], score_std=groups["reward_std"], zero_std_frac=groups["zero_std_frac"],
                  kl=float(masked_mean(k3_kl(ro.old_logp, ro.ref_logp), mask)),
                  kl_seq=float((ro.old_logp - ro.ref_logp).sum(1).mean()),
                  response_len=float(ro.lengths.float().mean()))

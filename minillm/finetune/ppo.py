@@ -14,7 +14,8 @@ policy stays a plain GPT, so sampling, `logprobs.py` and DPO see the same model;
 expose hidden states, and a shared trunk would need changes there. The price is a second copy of the weights.
 
 Pure functions for each piece (`kl_penalized_rewards`, `gae`, `whiten`, `ppo_policy_loss`, `ppo_value_loss`) so
-each is testable by hand; `ppo_step` chains them: rollout -> rewards -> advantages -> PPO epochs.
+each is testable by hand; `ppo_step` chains them: rollout -> rewards -> advantages -> PPO epochs. The clipped
+term (`clipped_surrogate`, re-exported here) and the token entropy come from `policy_gradient.py`.
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ import torch
 import torch.nn as nn
 
 from minillm.finetune.logprobs import logprobs_from_logits, model_logits
-from minillm.finetune.rollout import (RewardFn, RolloutConfig, _int, _number, masked_mean, minibatches, optimizer_step,
-                      response_logprobs, sample_rollout, score_rollout)
+from minillm.finetune.policy_gradient import clipped_surrogate, masked_mean, token_entropy
+from minillm.finetune.rollout import (RewardFn, RolloutConfig, _int, _number, minibatches, optimizer_step,
+                                      response_logprobs, sample_rollout, score_rollout)
 
 __all__ = ["PPOConfig", "ValueModel", "clipped_surrogate", "gae", "kl_penalized_rewards", "ppo_policy_loss",
            "ppo_step", "ppo_value_loss", "response_values", "whiten"]
@@ -147,14 +149,6 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     return ((x - mean) / torch.sqrt(var + eps)).masked_fill(~mask.bool(), 0.0)
 
 
-def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
-    """Per-token PPO objective (to maximise): min(ratio * A, clip(ratio, 1-clip, 1+clip) * A), ratio = exp(logp -
-    old_logp). The min is pessimistic: clipping removes the incentive to move the ratio further in the direction
-    the advantage favours, but never hides a loss. Shapes broadcast; returns their common shape."""
-    ratio = torch.exp(logp - old_logp)
-    return torch.minimum(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
-
-
 def ppo_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
                     clip: float) -> torch.Tensor:
     """PPO's clipped policy loss: -mean over response tokens of `clipped_surrogate`. All inputs (N, R)."""
@@ -175,9 +169,7 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
 def _logprobs_entropy(policy: nn.Module, ids: torch.Tensor, P: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass -> (log p of each response token (N, R), entropy of pi at each response position (N, R))."""
     logits = model_logits(policy, ids)[:, P - 1:-1].float()  # (N, R, V)
-    logp_all = torch.log_softmax(logits, -1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N, R)
-    return logprobs_from_logits(logits, ids[:, P:]), entropy
+    return logprobs_from_logits(logits, ids[:, P:]), token_entropy(logits)
 
 
 def ppo_step(policy: nn.Module, critic: nn.Module, reference: nn.Module, policy_optimizer: torch.optim.Optimizer,

@@ -2,15 +2,16 @@
 
 Survey §5.2 (alignment tuning, RLHF): the policy (the LM being tuned) writes a response to each prompt, a reward
 function scores the response, and the policy is pushed toward high-reward responses while a KL term keeps it
-near the frozen reference model (the SFT model it started from). This file holds what PPO (`rl_ppo.py`) and
-GRPO (`rl_grpo.py`) share:
+near the frozen reference model (the SFT model it started from). This file holds what PPO (`ppo.py`) and
+GRPO (`grpo.py`) share:
 
 - `RolloutConfig`: how responses are sampled (max_new_tokens, temperature, stop tokens).
 - `sample_rollout`: batched sampling plus, in the same no-grad pass, the policy's log-probs at sampling time
   ("old" log-probs, the denominator of the PPO ratio) and the reference model's log-probs (for the KL term).
 - `RewardFn` / `score_rollout`: the reward interface, callable(responses: list[str], prompts: list[str]) ->
   tensor (N,) of rewards, one per response; `char_count_reward` is the toy example ("count the letter 'a'").
-- `frozen_copy`, `masked_mean`: a reference model, and the token average every loss uses.
+- `frozen_copy`: the reference model. `masked_mean`, the token average every loss uses, lives in
+  `policy_gradient.py` with the other policy-gradient pieces and is re-exported here.
 
 Layout of a rollout (all per-token tensors are cut to the response, so column t is response token t):
 
@@ -39,6 +40,7 @@ import torch.nn as nn
 from minillm.config import _Config
 from minillm.generate import generate
 from minillm.finetune.logprobs import token_logprobs
+from minillm.finetune.policy_gradient import masked_mean
 
 __all__ = ["RewardFn", "Rollout", "RolloutConfig", "char_count_reward", "frozen_copy", "masked_mean",
            "response_logprobs", "response_mask", "sample_rollout", "score_rollout"]
@@ -112,14 +114,6 @@ class Rollout:
             responses.append(tokenizer.decode([t for t, keep in zip(row, m) if keep and t not in stop]))
             prompts.append(tokenizer.decode(full[:self.prompt_len]))
         return responses, prompts
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of x over the positions where mask is True (over all of them, or along `dim`); 0 if there are none."""
-    m = mask.to(x.dtype)
-    if dim is None:
-        return (x * m).sum() / m.sum().clamp(min=1)
-    return (x * m).sum(dim) / m.sum(dim).clamp(min=1)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "minillm"
-MAX_LINES = 21_000            # the library's budget; the textbook's code lives in book/
+MAX_LINES = 23_000            # the library's budget (raised from 21,000 by #21's RL/SFT/eval building blocks)
 MAX_FUNCTION_IMPORTS = 40     # imports inside functions (optional dependencies, deliberate lazy loads)
 CHAPTER_WORDS = ("emergence", "utilization", "welcome", "capstone", "chapter", "lab", "study", "studies", "plots",
                  "landscape", "grading")
