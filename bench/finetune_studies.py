@@ -7,7 +7,8 @@
 Alignment (§5.2): one SFT model and one reward model (`studies_align.prepare_alignment`) are shared by "align"
 (SFT -> DPO / GRPO / PPO, judged by the hidden reward) and "kl_sweep" (GRPO at several KL coefficients).
 PEFT (§5.3, §5.4): one pretrained base (`studies_peft.pretrain_base`) is shared by "peft_comparison",
-"lora_rank_sweep" and "quantization". Instruction tuning (§5.1): the five studies of `studies_sft`.
+"lora_rank_sweep" and "quantization". Instruction tuning (§5.1): the five studies of `studies_sft`. RL with a
+verifiable reward (§5.2): "grpo_addition" (`studies_verifiable`, its own base model).
 Appends to bench/results/finetune_studies.jsonl: {"study", "size", "rows", "summary", "seconds",
 "provenance"}; the chapter shows the latest record of each study beside the reader's own small run. A study's
 "seconds" includes the shared setup it triggered first.
@@ -35,6 +36,10 @@ def studies(size: str) -> dict:
     def setup():
         return al.prepare_alignment(seed=0, size=size)
 
+    def va():
+        from book.ch06_tuning import studies_verifiable
+        return studies_verifiable
+
     def knowledge_study(**kw):
         from book.ch06_tuning.studies_knowledge import knowledge_study
         return knowledge_study(**kw)
@@ -44,6 +49,12 @@ def studies(size: str) -> dict:
 
     def r3(x):
         return round(float(x), 3)
+
+    def before_after(*vals):  # the first and the last evaluation row
+        def summary(rows):
+            ev = [r for r in rows if r["kind"] == "eval"]
+            return {v: [r3(ev[0][v]), r3(ev[-1][v])] for v in vals}
+        return summary
 
     def by(key, *vals):
         return lambda rows: {str(r[key]): [r3(r[v]) for v in vals] for r in rows}
@@ -68,6 +79,8 @@ def studies(size: str) -> dict:
         "pretrain_mix": (lambda: sf().pretrain_mix_study(size=size), by("pretrain_share", "forgetting", "accuracy")),
         "knowledge": (lambda: knowledge_study(size=size),
                       by("sft_on", "base_recall", "heldout_known_accuracy", "unknown_hallucination_rate")),
+        "grpo_addition": (lambda: va().grpo_addition(size=size),
+                          before_after("greedy_exact_match", "sampled_exact_match", "format_ok")),
         "tuned_vs_untuned": (lambda: sf().tuned_vs_untuned(size=size),
                              lambda rows: {f"{r['model']}/{'tuned' if r['tuned'] else 'base'}/{r['prompt_format']}/"
                                            f"{r['split']}": r3(r["accuracy"]) for r in rows}),
