@@ -3,6 +3,7 @@
 - `shipped_finetune_studies`: the latest shipped record of each study (bench/results/finetune_studies.jsonl).
 - `plot_alignment`: each stage (SFT, DPO, GRPO, PPO) on the hidden reward's components, greedy and sampled.
 - `plot_kl_sweep`: learned vs hidden reward and the KL to the SFT model against the KL coefficient.
+- `plot_grpo_addition`: GRPO with a verifiable reward: reward and KL per step, held-out exact match over steps.
 - `plot_peft_comparison`: accuracy against trainable parameters (log scale) per method, seen and held-out.
 - `plot_quantization`: model bytes against the perplexity each quantization costs.
 - `LoRAWidget`: rank and alpha sliders over the shipped rank x alpha grid (and your live rows).
@@ -17,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from book import results
 from book.viz import SliderPanel, need_rows
 
-__all__ = ["shipped_finetune_studies", "plot_alignment", "plot_kl_sweep", "plot_peft_comparison",
-           "plot_quantization", "LoRAWidget", "KLWidget"]
+__all__ = ["shipped_finetune_studies", "plot_alignment", "plot_kl_sweep", "plot_grpo_addition",
+           "plot_peft_comparison", "plot_quantization", "LoRAWidget", "KLWidget"]
 
 METHOD_COLORS = {"sft": "tab:gray", "dpo": "tab:blue", "grpo": "tab:orange", "ppo": "tab:green",
                  "full": "black", "lora": "tab:blue", "adapters": "tab:green", "prefix": "tab:orange",
@@ -90,6 +91,50 @@ def plot_kl_sweep(rows: Sequence[Mapping]):
         b.annotate(f"β={r['beta']:g}", (r["kl"], r["hidden_sampled"]), fontsize=7, xytext=(3, -10),
                    textcoords="offset points")
     b.set(xlabel="KL(policy || SFT) per reply (nats)", ylabel="mean reward", title="the reward-KL trade-off")
+    b.legend(fontsize=7)
+    return fig
+
+
+def _smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over `window` values (fewer at the start): a GRPO step's reward is a noisy 256-sample mean."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_grpo_addition(rows: Sequence[Mapping], live_rows: Sequence[Mapping] | None = None, window: int = 20):
+    """Left: mean reward of the sampled responses at each GRPO step (the training-batch exact match; a trailing
+    mean over `window` steps) and the per-token KL to the base model. Right: exact match on held-out sums,
+    greedy and sampled, over the GRPO steps. `live_rows` (a reader's own run) are drawn thin beside them."""
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    kl_ax = a.twinx()
+    for rs, lw, tag in ((rows, 1.8, "shipped"), (live_rows or [], 0.8, "yours")):
+        if not rs:
+            continue
+        steps = [r for r in rs if r["kind"] == "step"]
+        evals = [r for r in rs if r["kind"] == "eval"]
+        _need(steps, ("step", "reward", "kl"), "studies_verifiable.grpo_addition")
+        _need(evals, ("step", "greedy_exact_match", "sampled_exact_match"), "studies_verifiable.grpo_addition")
+        x = [r["step"] for r in steps]
+        a.plot(x, _smooth([r["reward"] for r in steps], window), color="tab:orange", lw=lw,
+               label=f"reward, {tag}")
+        kl_ax.plot(x, _smooth([r["kl"] for r in steps], window), color="tab:purple", lw=lw * 0.6, ls="--",
+                   label=f"KL, {tag}")
+        ex = [r["step"] for r in evals]
+        b.plot(ex, [r["greedy_exact_match"] for r in evals], "o-", color="k", lw=lw, ms=3 * lw,
+               label=f"greedy, {tag}")
+        b.plot(ex, [r["sampled_exact_match"] for r in evals], "s-", color="tab:orange", lw=lw, ms=3 * lw,
+               label=f"sampled (T=1), {tag}")
+    a.set(xlabel="GRPO step", ylabel=f"reward (exact match), mean of {window} steps",
+          title="what GRPO optimises: the verifier's reward")
+    kl_ax.set_ylabel("KL to the base model per token", color="tab:purple")
+    a.legend(fontsize=7, loc="upper left")
+    b.set(xlabel="GRPO step", ylabel="exact match on held-out sums", ylim=(0, 1),
+          title="what we want: held-out exact match")
     b.legend(fontsize=7)
     return fig
 

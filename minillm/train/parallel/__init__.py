@@ -8,7 +8,8 @@ distribution; these modules take a model and make N processes train it together:
 - ``ddp.py``   data parallelism: ``wrap_ddp`` (replicas + gradient all-reduce) and ``accumulate``
                (gradient accumulation that all-reduces once, via ``no_sync``)
 - ``zero.py``  ZeRO stage 1 written out: ``ZeroOneAdamW`` keeps Adam's moments for 1/N of the parameters per rank
-- ``fsdp.py``  ZeRO stage 3 with torch's FSDP2: ``shard_fsdp2`` shards every Block, then the root
+- ``fsdp.py``  ZeRO stage 3 with torch's FSDP2: ``shard_fsdp2`` shards any nn.Module unit by unit (``fsdp_units``
+               shows the plan: a GPT's Blocks, else picked by parameter count), then the root
 
 The other two axes of 3D parallelism matter once one model replica no longer fits on one device:
 
@@ -17,11 +18,11 @@ The other two axes of 3D parallelism matter once one model replica no longer fit
 """
 from minillm.train.parallel.ddp import accumulate, wrap_ddp
 from minillm.train.parallel.group import free_port, init_distributed, is_main, rank, spawn, world_size
-from minillm.train.parallel.fsdp import shard_fsdp2
+from minillm.train.parallel.fsdp import fsdp_units, mp_policy, shard_fsdp2
 from minillm.train.parallel.pipeline import PipelineStage, bubble_fraction, gpipe_step, schedule_table, split_stages
 from minillm.train.parallel.tensor import tensor_parallel, tp_comm_bytes
 from minillm.train.parallel.zero import ZeroOneAdamW
 
 __all__ = ["init_distributed", "is_main", "rank", "world_size", "spawn", "free_port", "wrap_ddp", "accumulate",
-           "ZeroOneAdamW", "shard_fsdp2", "tensor_parallel", "tp_comm_bytes", "PipelineStage", "split_stages",
+           "ZeroOneAdamW", "shard_fsdp2", "fsdp_units", "mp_policy", "tensor_parallel", "tp_comm_bytes", "PipelineStage", "split_stages",
            "gpipe_step", "bubble_fraction", "schedule_table"]
