@@ -14,7 +14,7 @@ from minillm.presets import by_size
 
 from book import results
 
-__all__ = ["binomial_se", "z_score", "reward_se", "finetune_noise"]
+__all__ = ["binomial_se", "z_score", "reward_se", "grpo_addition_noise", "finetune_noise"]
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -45,6 +45,27 @@ def _row(rows: Sequence[Mapping], **match) -> Mapping:
     if len(hits) != 1:
         raise KeyError(f"expected one row with {match}, found {len(hits)}")
     return hits[0]
+
+
+def grpo_addition_noise(rows: Sequence[Mapping], window: int = 20) -> dict:
+    """The GRPO-on-addition record in numbers: greedy / sampled held-out exact match before and after with their
+    standard errors and z of the change; `swing`, the largest change of greedy exact match between two consecutive
+    evaluations (a checkpoint-to-checkpoint variation, larger than the sampling error); the mean training reward,
+    KL and share of all-equal groups over the first and the last `window` steps."""
+    ev = [r for r in rows if r["kind"] == "eval"]
+    st = [r for r in rows if r["kind"] == "step"]
+    first, last = ev[0], ev[-1]
+    out: dict[str, float] = {"n": first["n"], "n_sampled": first["n_sampled"]}
+    for k, n in (("greedy", first["n"]), ("sampled", first["n_sampled"])):
+        a, b = first[f"{k}_exact_match"], last[f"{k}_exact_match"]
+        out[f"se_{k}_before"] = binomial_se(a, n)
+        out[f"z_{k}"] = z_score(b, a, binomial_se(b, n), binomial_se(a, n))
+    greedy = [r["greedy_exact_match"] for r in ev]
+    out["swing"] = max(abs(b - a) for a, b in zip(greedy, greedy[1:]))
+    for tag, part in (("first", st[:window]), ("last", st[-window:])):
+        for k in ("reward", "kl", "zero_std_frac"):
+            out[f"{k}_{tag}"] = sum(r[k] for r in part) / len(part)
+    return out
 
 
 def finetune_noise() -> dict:
@@ -128,5 +149,6 @@ def finetune_noise() -> dict:
                        "z_betamax_beta0": z_score(bmax["hidden_sampled"], b0["hidden_sampled"], reward_se(bmax, nk),
                                                   reward_se(b0, nk))}
 
+    out["grpo_addition"] = grpo_addition_noise(recs["grpo_addition"]["rows"])
     out["all"] = {"se_max_128": binomial_se(0.5, out["peft"]["n"]), "se_max_knowledge": out["knowledge"]["se_half"]}
     return out
