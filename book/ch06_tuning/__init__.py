@@ -6,6 +6,7 @@ In reading order:
     studies_knowledge.py  SFT elicits known facts; SFT on unknown facts teaches guessing
     plots_sft.py          their figures
     studies_align.py      SFT -> reward model -> DPO / GRPO / PPO on a known hidden reward; the KL sweep
+    studies_verifiable.py GRPO with a verifiable reward (a parsed exact answer) on two-digit addition
     studies_peft.py       LoRA, adapters, prefix and prompt tuning against full fine-tuning; int8 / int4
     plots.py              alignment, PEFT and quantization figures and widgets
     studies_noise.py      the standard errors behind the chapter's "within noise" sentences, from the records
