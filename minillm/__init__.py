@@ -27,7 +27,7 @@ from minillm.data import synthetic
 from minillm.data.bpe import ByteBPE
 from minillm.data.bpe_train import train_bpe
 from minillm.data.loader import DataSplits, RandomLoader, SequentialLoader, get_batch
-from minillm.data.prepare import PreparedData, prepare
+from minillm.data.prepare import PreparedData, prepare, token_stream
 from minillm.data.shards import check_compatible, read_header, read_shard, write_shard
 from minillm.data.sources import load_hf_dataset, read_jsonl, read_text_files
 from minillm.data.synthetic import CORPORA, Corpus, FactWorld, corpus, entropy_per_token
@@ -47,6 +47,7 @@ from minillm.train.history import read_history
 from minillm.train.optim import AdamW, build_optimizer, clip_grad_norm_, lr_at, lr_curve, param_groups
 from minillm.train.precision import PrecisionPolicy, memory_estimate, param_bytes
 from minillm.train.trainer import Trainer
+from minillm.train.rundir import load_run, save_run, write_run_config
 
 __version__ = "0.1.0"
 
@@ -61,4 +62,5 @@ __all__ = ["ModelConfig", "TrainConfig", "synthetic", "ByteBPE", "train_bpe", "D
            "alibi_bias", "apply_rope", "sinusoidal_embedding", "GPT", "by_size", "model_preset", "size_profile",
            "train_preset", "latest_checkpoint", "load_checkpoint", "load_checkpoint_state", "save_checkpoint",
            "read_history", "AdamW", "build_optimizer", "clip_grad_norm_", "lr_at", "lr_curve", "param_groups",
-           "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer"]
+           "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "load_run", "save_run",
+           "write_run_config", "token_stream"]

@@ -6,6 +6,7 @@ device that is not there is an error with a fix, never a silent fall back to the
 """
 from __future__ import annotations
 
+import operator
 import os
 import random
 
@@ -88,7 +89,22 @@ def set_tf32(device: torch.device, enabled: bool = True) -> bool:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices) so a run can be repeated exactly."""
+    """Seed every global random generator a run draws from, so it can be repeated exactly. Returns None.
+
+    Seeds python's `random`, numpy's global generator (with seed mod 2**32: numpy takes 32 bits) and torch's
+    generators on every device (`torch.manual_seed` covers the CPU, all CUDA GPUs and MPS). It also sets
+    PYTHONHASHSEED if unset, which only reaches subprocesses started later (this process's str hashing is fixed
+    at start-up). It does not make GPU kernels deterministic (`torch.use_deterministic_algorithms` does).
+
+    Call it right before building a model: `GPT(cfg)` draws its initial weights from torch's generator, so
+    `seed_everything(s); GPT(cfg)` gives the same weights every time, and the same as `python -m minillm train
+    --seed s`, which seeds the same way just before it builds the model. The Trainer seeds again with
+    TrainConfig.seed when it starts (dropout, sampling); it cannot reach weights that already exist.
+    """
+    try:
+        seed = operator.index(seed)  # an int or numpy integer; a float or string is a mistake worth naming
+    except TypeError:
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}") from None
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

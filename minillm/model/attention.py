@@ -9,6 +9,7 @@ Boolean masks mean True = may attend.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -108,7 +109,45 @@ class KVCache:
         self.v = [v.index_select(0, index) for v in self.v]
 
 
-AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# A custom attention core: fn(q, k, v, mask) -> out with q, k, v (B, H, T|Tk, D) (K/V already repeated for GQA) and a
+# bool mask (T, Tk) or (B, 1, T, Tk), True = may attend. It may also take the keywords of CUSTOM_FN_KEYWORDS.
+AttentionFn = Callable[..., torch.Tensor]
+
+# What the built-in path applies besides the mask, passed to a custom fn that names it (or takes **kwargs):
+#   bias       (H, T, Tk) float added to q k^T * scale before the mask (ALiBi's distance penalty), or None
+#   dropout_p  float, the probability of dropping an attention weight (ModelConfig.dropout while training), else 0.0
+# A fn that lacks one of them is refused, with an error, when the model needs it: never a silently different model.
+CUSTOM_FN_KEYWORDS = ("bias", "dropout_p")
+
+
+def custom_fn_keywords(fn: Callable) -> frozenset[str]:
+    """The names in CUSTOM_FN_KEYWORDS that fn accepts as keyword arguments (all of them if it takes **kwargs).
+
+    An nn.Module is read through its forward (its __call__ takes *args, **kwargs). A callable whose signature
+    cannot be read (a C builtin such as torch's F.scaled_dot_product_attention) counts as taking none of them."""
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return frozenset(CUSTOM_FN_KEYWORDS)
+    named = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return frozenset(CUSTOM_FN_KEYWORDS) & named
+
+
+def check_custom_fn(fn: Callable, cfg: ModelConfig, layer: int | None = None) -> None:
+    """Raise if fn cannot be a custom attention core of a model with config cfg: not callable, or the model
+    uses ALiBi and fn takes no `bias` (dropout is checked per call: it depends on train/eval mode)."""
+    where = "" if layer is None else f" for layer {layer}"
+    if not callable(fn):
+        raise TypeError(f"the attention function{where} must be callable as fn(q, k, v, mask), got {type(fn).__name__}")
+    if cfg.position == "alibi" and "bias" not in custom_fn_keywords(fn):
+        raise ValueError(
+            f"position='alibi' adds a per-head distance bias to the attention scores, but the custom attention "
+            f"function{where} takes no `bias` keyword, so ALiBi would be dropped silently: define it as "
+            "fn(q, k, v, mask, *, bias=None) and add bias (H, T, Tk) to q k^T * scale before masking "
+            "(minillm.scaled_dot_product_attention(q, k, v, mask, bias) does), or build the model with another position")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,7 +176,20 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps, triton) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps, triton) if cfg.qk_norm else None
         self.triton_rope = triton
-        self.attn_fn: AttentionFn | None = None  # a custom (q, k, v, mask) -> out, e.g. a student's
+        self.attn_fn: AttentionFn | None = None  # a custom (q, k, v, mask, **CUSTOM_FN_KEYWORDS) -> out; see set_attn_fn
+
+    def set_attn_fn(self, fn: AttentionFn | None) -> None:
+        """Use fn as this layer's attention core (see AttentionFn, CUSTOM_FN_KEYWORDS); None restores the built-in.
+
+        An nn.Module fn becomes a submodule: its parameters train with the model (set it before building the
+        optimizer), move with .to() and are saved in the state_dict (as `...attn.attn_fn.<name>`)."""
+        if fn is not None:
+            check_custom_fn(fn, self.cfg)
+        # nn.Module keeps a module attribute in _modules and a plain one in __dict__: clear both, so a function can
+        # replace a module (assigning one over a registered submodule would raise) and the other way round.
+        self._modules.pop("attn_fn", None)
+        self.__dict__.pop("attn_fn", None)
+        self.attn_fn = fn
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 prefix_len: int | torch.Tensor | None = None, cache: KVCache | None = None,
@@ -204,15 +256,15 @@ class Attention(nn.Module):
         if self.attn_fn is not None or self.cfg.attn_impl == "math":
             k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, Tk, D)
             gqa = False
-        if self.attn_fn is not None:
-            full = mask if mask is not None else torch.ones(T, T_k, dtype=torch.bool, device=q.device)
-            return self.attn_fn(q, k, v, full)
         bias = None
         if self.cfg.position == "alibi":
             i = torch.arange(offset, offset + T, device=q.device)[:, None]
             dist = (i - torch.arange(T_k, device=q.device)[None, :]).abs().to(q.dtype)
             bias = -self.alibi_slopes.to(q.dtype)[:, None, None] * dist  # (H, T, Tk)
         dropout = self.cfg.dropout if self.training else 0.0
+        if self.attn_fn is not None:
+            full = mask if mask is not None else torch.ones(T, T_k, dtype=torch.bool, device=q.device)
+            return self._custom_attend(q, k, v, full, bias, dropout)
         if self.cfg.attn_impl == "math":
             if dropout:
                 raise ValueError("attn_impl='math' has no attention dropout; use attn_impl='sdpa' or dropout=0")
@@ -226,3 +278,19 @@ class Attention(nn.Module):
         else:
             attn_mask = mask
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, enable_gqa=gqa)
+
+    def _custom_attend(self, q, k, v, mask: torch.Tensor, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
+        """Call the custom fn with the mask and whichever of bias / dropout_p it takes; refuse if it lacks one
+        this call needs (the attribute may have been set directly, bypassing set_attn_fn's check)."""
+        fn = self.attn_fn
+        takes = custom_fn_keywords(fn)
+        if bias is not None and "bias" not in takes:
+            check_custom_fn(fn, self.cfg)  # raises: names the missing `bias` keyword and the fix
+        if dropout and "dropout_p" not in takes:
+            raise ValueError(
+                f"ModelConfig.dropout={self.cfg.dropout} drops attention weights while training, but the custom "
+                "attention function takes no `dropout_p` keyword, so that dropout would be skipped silently: define "
+                "it as fn(q, k, v, mask, *, dropout_p=0.0) and apply F.dropout(weights, dropout_p) to the softmax "
+                "output, or use dropout=0, or call model.eval() when not training")
+        extra = {"bias": bias, "dropout_p": dropout}
+        return fn(q, k, v, mask, **{name: extra[name] for name in takes})  # (B, H, T, D)

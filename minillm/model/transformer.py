@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from minillm import kernels
 from minillm.config import ModelConfig
-from minillm.model.attention import Attention, AttentionFn, KVCache
+from minillm.model.attention import Attention, AttentionFn, KVCache, check_custom_fn
 from minillm.model.layers import MLP, make_norm
 from minillm.model.moe import MoE
 from minillm.model.position import rope_angles, sinusoidal_embedding
@@ -125,11 +125,36 @@ class GPT(nn.Module):
                         nn.init.xavier_normal_(lin.weight, gain=deepnorm_beta)
 
     # --- customisation hooks (used by labs) -------------------------------------------------------------
-    def set_attention_fn(self, fn: AttentionFn | None) -> None:
-        """Replace the attention core in every layer by fn(q, k, v, mask) -> out; q,k,v (B, H, T, D),
-        mask a bool (T, Tk) or (B, 1, T, Tk), True = may attend. None restores the built-in one."""
-        for block in self.blocks:
-            block.attn.attn_fn = fn
+    def set_attention_fn(self, fn: AttentionFn | None = None, *,
+                         factory: Callable[[int], AttentionFn] | None = None) -> None:
+        """Replace the attention core of every layer by fn(q, k, v, mask) -> out (B, H, T, D); q, k, v (B, H, T, D)
+        (K/V heads already repeated under GQA), mask a bool (T, Tk) or (B, 1, T, Tk), True = may attend: it
+        carries the causal, prefix, sliding-window and padding structure. With no fn and no factory, restore the
+        built-in core in every layer.
+
+        fn gets two more keywords when it names them (or takes **kwargs): `bias` (H, T, Tk) to add to
+        q k^T * scale before masking (ALiBi's penalty; None for other positions) and `dropout_p` (ModelConfig.dropout
+        while training, else 0.0). A model that needs one fn lacks is refused with an error rather than run
+        differently: position='alibi' here, dropout > 0 at the first training forward.
+        `minillm.scaled_dot_product_attention` takes (q, k, v, mask, bias) and so is a valid fn.
+
+        factory(layer_idx) -> fn gives each layer 0..n_layer-1 its own function instead, e.g. one with its own
+        parameters: an nn.Module fn becomes a submodule of its layer, so its parameters train with the model (set
+        it before building the optimizer) and are saved in the state_dict. Give fn or factory, not both."""
+        if fn is not None and factory is not None:
+            raise TypeError("set_attention_fn takes fn or factory=, not both: pass factory=lambda layer_idx: ... "
+                            "to give each layer its own function, or fn to share one")
+        if factory is not None and not callable(factory):
+            raise TypeError(f"factory must be callable as factory(layer_idx) -> fn, got {type(factory).__name__}")
+        fns = [factory(i) if factory is not None else fn for i in range(len(self.blocks))]
+        for i, f in enumerate(fns):  # check every layer's fn before changing any layer
+            if f is None and factory is not None:
+                raise TypeError(f"factory({i}) returned None: it must return an attention function for every layer "
+                                "(call set_attention_fn() with no arguments to restore the built-in attention)")
+            if f is not None:
+                check_custom_fn(f, self.config, layer=i)
+        for block, f in zip(self.blocks, fns):
+            block.attn.set_attn_fn(f)
 
     def set_loss_fn(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> None:
         """Replace the loss by fn(logits (B, T, V), targets (B, T)) -> scalar. None restores cross-entropy."""

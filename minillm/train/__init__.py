@@ -11,6 +11,8 @@ checkpointing, parallelism). Modules, one idea each, in reading order:
 - ``trainer.py``     ``Trainer``: the pre-training loop around the step: data, evaluation, hooks, exact resume
 - ``history.py``     what the loop records: history rows, history.jsonl, hooks, MFU
 - ``checkpoint.py``  atomic save/load of everything an exact resume needs (weights in safetensors)
+- ``rundir.py``      run folders: config.json + tokenizer.json in one format for the CLI and the Trainer;
+                     ``load_run`` (model, tokenizer) from any run, ``save_run`` (e.g. after merging LoRA)
 - ``distributed.py`` the Trainer's data parallelism (DDP / FSDP) behind one ``Parallelism`` object
 - ``parallel/``      distributed training written out: DDP, ZeRO-1, FSDP2, tensor and pipeline parallelism
 - ``launch.py``      ``torchrun`` from Python (notebooks, tests, benches)
@@ -23,9 +25,11 @@ from minillm.train.trainer import Trainer
 from minillm.train.history import read_history
 from minillm.train.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, load_checkpoint_state,
                                       save_checkpoint)
+from minillm.train.rundir import load_run, save_run, write_run_config
 from minillm.train.distributed import Parallelism
 
 __all__ = ["train_step", "lm_loss", "StepResult", "AdamW", "build_optimizer", "param_groups", "lr_at", "lr_curve",
            "clip_grad_norm_", "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "read_history",
            "save_checkpoint", "load_checkpoint", "load_checkpoint_state", "latest_checkpoint", "list_checkpoints",
+           "load_run", "save_run", "write_run_config",
            "Parallelism"]

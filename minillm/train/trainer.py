@@ -38,8 +38,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minillm.config import TrainConfig
+from minillm.config import ModelConfig, TrainConfig
 from minillm.data.loader import DataSplits, RandomLoader, get_batch
+from minillm.data.tokenizer import Tokenizer
 from minillm.device import resolve_device, seed_everything, set_tf32
 from minillm.train.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
                          load_checkpoint_state, save_checkpoint)
@@ -47,6 +48,7 @@ from minillm.train.distributed import Parallelism
 from minillm.train.history import HistoryWriter, mfu, normalize_hooks, peak_flops
 from minillm.train.optim import build_optimizer, lr_at
 from minillm.train.precision import PrecisionPolicy
+from minillm.train.rundir import check_tokenizer, write_run_config
 from minillm.train.step import train_step
 
 
@@ -60,6 +62,15 @@ def _as_splits(data: Any) -> DataSplits:
         return DataSplits.from_tokens(data, val_fraction=0.1)
     raise ValueError(f"data must be a 1-D token array or tensor, a DataSplits, or the path of a prepared data "
                      f"directory; got {type(data).__name__}")
+
+
+def _data_source(data: Any) -> str | None:
+    """The prepared-data folder a run trains on, for config.json: the path given, or the folder of the memory-mapped
+    train.bin a DataSplits.from_dir holds; None for tokens held in memory (they have no folder)."""
+    if isinstance(data, (str, os.PathLike)):
+        return str(data)
+    filename = getattr(getattr(data, "train", None), "filename", None)  # np.memmap keeps its file's absolute path
+    return str(Path(filename).parent) if isinstance(data, DataSplits) and filename else None
 
 
 def _check_vocab(splits: DataSplits, vocab_size: int) -> None:
@@ -86,17 +97,23 @@ class Trainer:
         `model(x, y) -> (logits, loss)`; it is moved to cfg.device. The context length is config.block_size.
     data: a 1-D token array/tensor (the last 10% becomes the validation split), a `DataSplits`, or the path of
         a directory prepared with `python -m minillm prepare` (train.bin / val.bin).
+    tokenizer: the tokenizer the data's ids come from (optional); with cfg.out_dir it is saved beside config.json
+        so `minillm.load_run(out_dir)` returns it with the model.
     hooks: {"on_step": fn, "on_eval": fn} (a callable or a list of callables per name), or a list of objects
         with on_step / on_eval methods. Each is called as fn(trainer, row): on_step for every history row,
         on_eval for rows holding a val_loss. E.g. `hooks={"on_step": lambda tr, row: losses.append(row["loss"])}`.
 
     `fit(stop_at=n)` trains up to step n and returns; call fit() again to continue (the schedule is always
-    the one of cfg.max_steps). With cfg.out_dir set, rows go to OUT_DIR/history.jsonl and checkpoints to
+    the one of cfg.max_steps). With cfg.out_dir set, the run folder is the command line's (train/rundir.py):
+    OUT_DIR/config.json (model and train configs, written when the Trainer is built) and tokenizer.json (when
+    given), which `minillm.load_run(OUT_DIR)` and `python -m minillm generate --run OUT_DIR` read; rows go to
+    OUT_DIR/history.jsonl and checkpoints to
     OUT_DIR/ckpt/step_NNNNNNNN (at checkpoint_interval, at the end, and at stop_at); cfg.resume=True
     continues from the newest one and reproduces the uninterrupted run exactly (bit for bit on CPU).
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, data: Any, *, hooks: Any = None):
+    def __init__(self, model: nn.Module, cfg: TrainConfig, data: Any, *, tokenizer: Tokenizer | None = None,
+                 hooks: Any = None):
         if not isinstance(cfg, TrainConfig):
             raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
         mcfg = getattr(model, "config", None)
@@ -108,6 +125,8 @@ class Trainer:
         self.policy = PrecisionPolicy(cfg.precision, self.device)
         self.splits = _as_splits(data)
         _check_vocab(self.splits, mcfg.vocab_size)
+        if tokenizer is not None:
+            check_tokenizer(tokenizer, mcfg.vocab_size)
         self.block_size = mcfg.block_size
         val = self.splits.val
         if val is None:
@@ -157,6 +176,17 @@ class Trainer:
                                  f"{latest_checkpoint(self.out_dir)}): set resume=True to continue it, or use a "
                                  f"new out_dir (or delete the old one) to start afresh")
             seed_everything(cfg.seed)  # dropout and any other global randomness start from cfg.seed
+        self.tokenizer = tokenizer
+        if self.out_dir is not None and self.par.is_main:
+            self._write_run_config(mcfg, data)
+
+    def _write_run_config(self, mcfg: Any, data: Any) -> None:
+        """OUT_DIR/config.json (+ tokenizer.json) in the CLI's format, so load_run and `generate --run` read it."""
+        if not isinstance(mcfg, ModelConfig):  # e.g. a custom module: load_run could not rebuild it anyway
+            warnings.warn(f"the model's config is a {type(mcfg).__name__}, not a ModelConfig: {self.out_dir} gets "
+                          f"checkpoints and history but no config.json, so load_run cannot open it", stacklevel=3)
+            return
+        write_run_config(self.out_dir, mcfg, self.cfg, self.tokenizer, data=_data_source(data))
 
     # ------------------------------------------------------------------------------------------ one step
     def _train_step(self) -> None:
