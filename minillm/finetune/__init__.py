@@ -5,6 +5,7 @@ adaptation.
     chat.py         chat template with special tokens; ChatTemplate.render(messages) -> (ids, loss_mask)
     sft.py          instruction data from the synthetic worlds, JSONL loaders, packing with response-only targets,
                     `train_sft` (§5.1) through the library's one training step (minillm.train.step)
+    loop.py         `optimize`, the fine-tuning loop SFT, DPO and the reward model share (checkpoints, exact resume)
     sft_loop.py     the SFT micro-step (summed response NLL / constant / grad-accum steps, backward), a packed
                     (prompt, response) dataset with seeded batches, and a Trainer-free SFT loop a reader holds in mind
     logprobs.py     per-token and per-sequence log-probabilities (float32) shared by DPO, PPO and GRPO
@@ -34,8 +35,9 @@ A minimal GRPO loop (a policy GPT, its tokenizer, equal-length prompts stacked i
 from minillm.finetune.chat import (ASSISTANT, CHAT_TOKENS, END, ROLE_TAGS, SYSTEM, USER, ChatTemplate, as_messages,
                                    chat_tokenizer, check_messages, pad_batch, pair_fields, render_text)
 from minillm.finetune.sft import (IGNORE, SFT_TASKS, TASK_TEMPLATES, Conversation, example_to_conversation,
-                                  instruction_data, load_jsonl, optimize, pack, problem_key, response_accuracy,
+                                  instruction_data, load_jsonl, pack, problem_key, response_accuracy,
                                   sft_batches, sft_loss, task_templates, train_sft)
+from minillm.finetune.loop import epoch_sampler, optimize
 from minillm.finetune.policy_gradient import (PG_KINDS, PG_NORMALIZE, group_normalized_rewards, grpo_microbatch_step, masked_normalize,
                                               policy_gradient_loss, token_entropy)
 from minillm.finetune.sft_loop import EOS_TOKEN, PackedSFTDataset, sft_microbatch_step, train_sft_loop
@@ -63,7 +65,7 @@ __all__ = [
     "chat_tokenizer", "check_messages", "pad_batch", "pair_fields", "render_text",
     "IGNORE", "SFT_TASKS", "TASK_TEMPLATES", "Conversation", "example_to_conversation", "instruction_data",
     "load_jsonl", "optimize", "pack", "problem_key", "response_accuracy", "sft_batches", "sft_loss",
-    "task_templates", "train_sft",
+    "task_templates", "train_sft", "epoch_sampler",
     "PG_KINDS", "PG_NORMALIZE", "group_normalized_rewards", "grpo_microbatch_step", "masked_normalize", "policy_gradient_loss", "token_entropy",
     "EOS_TOKEN", "PackedSFTDataset", "sft_microbatch_step", "train_sft_loop",
     "arithmetic_gold", "combine_rewards", "exact_match_reward", "format_reward",

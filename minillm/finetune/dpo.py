@@ -105,7 +105,7 @@ def train_dpo(policy: nn.Module, ref: nn.Module | None, pairs: Sequence, templat
     computed once up front (it never changes). Logs loss, reward accuracy (share of pairs whose implicit reward
     prefers the chosen response) and the mean reward margin. Returns `sft.optimize`'s history.
     """
-    from minillm.finetune.sft import epoch_sampler, optimize  # the shared minimal loop
+    from minillm.finetune.loop import epoch_sampler, optimize  # the shared minimal loop
 
     if loss not in LOSSES:
         raise ValueError(f"loss={loss!r} is not valid; choose one of {', '.join(LOSSES)}")

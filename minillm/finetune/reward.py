@@ -109,7 +109,7 @@ def pair_rewards(rm: RewardModel, template: ChatTemplate, pairs: Sequence,
 def train_reward_model(rm: RewardModel, template: ChatTemplate, pairs: Sequence, cfg: TrainConfig) -> list[dict]:
     """Fit `rm` to preference pairs ({"prompt", "chosen", "rejected"}) with the Bradley-Terry loss; logs the
     batch accuracy. Uses `sft.optimize` (TrainConfig's lr schedule, clipping, accumulation). Returns history."""
-    from minillm.finetune.sft import epoch_sampler, optimize
+    from minillm.finetune.loop import epoch_sampler, optimize
 
     N = len(pairs)
     if N == 0:

@@ -66,11 +66,11 @@ def test_out_dir_gets_history_and_the_final_checkpoint(tmp_path):
 
 
 def test_checkpoint_interval_zero_saves_only_at_the_end(tmp_path, monkeypatch):
-    import minillm.finetune.sft as sft
+    import minillm.finetune.loop as loop
 
     saved = []
-    real = sft.save_checkpoint
-    monkeypatch.setattr(sft, "save_checkpoint", lambda path, *a, **k: saved.append(a[2]) or real(path, *a, **k))
+    real = loop.save_checkpoint
+    monkeypatch.setattr(loop, "save_checkpoint", lambda path, *a, **k: saved.append(a[2]) or real(path, *a, **k))
     x, y = sft_rows()
     train_sft(tiny_gpt(), x, y, cfg(max_steps=5, checkpoint_interval=0, out_dir=str(tmp_path / "a")))
     assert saved == [5]

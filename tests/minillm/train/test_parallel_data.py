@@ -115,10 +115,8 @@ def _ddp_worker(rank: int, world: int, steps: int) -> dict:
     return out
 
 
-def _zero_worker(rank: int, world: int, steps: int):
-    torch.set_num_threads(1)
-    model = tiny_gpt()
-    opt = ZeroOneAdamW(param_groups(model, 0.1), world, rank, **OPT)
+def _fit(model: GPT, opt, steps: int, rank: int, world: int) -> tuple[list[float], dict]:
+    """Train on this rank's half of each global batch: (full-batch losses, {name: param})."""
     losses = []
     for batch in batches(steps):
         x, y = my_half(batch, rank, world)
@@ -126,8 +124,15 @@ def _zero_worker(rank: int, world: int, steps: int):
         _, loss = model(x, y)
         loss.backward()
         opt.step()
-        losses.append(global_mean(loss, world))
-    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, opt.state_bytes()
+        losses.append(global_mean(loss, world) if world > 1 else loss.item())
+    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _zero_worker(rank: int, world: int, steps: int):
+    torch.set_num_threads(1)
+    model = tiny_gpt()
+    opt = ZeroOneAdamW(param_groups(model, 0.1), world, rank, **OPT)
+    return *_fit(model, opt, steps, rank, world), opt.state_bytes()
 
 
 def _fsdp_worker(rank: int, world: int, steps: int):
@@ -263,15 +268,7 @@ def _train_frozen(opt_cls, world: int = 1, rank: int = 0, steps: int = 3):
     model = _freeze_half(tiny_gpt())
     opt = opt_cls(model.parameters(), world, rank, **OPT) if opt_cls is ZeroOneAdamW \
         else opt_cls(model.parameters(), **OPT)
-    losses = []
-    for batch in batches(steps):
-        x, y = my_half(batch, rank, world)
-        opt.zero_grad()
-        _, loss = model(x, y)
-        loss.backward()
-        opt.step()
-        losses.append(global_mean(loss, world) if world > 1 else loss.item())
-    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, opt
+    return *_fit(model, opt, steps, rank, world), opt
 
 
 def _zero_frozen_worker(rank: int, world: int):
