@@ -20,7 +20,8 @@ name has one meaning, and every `__init__.py` maps its modules in reading order.
     accounting.py  what a run costs: compute (6ND, GPU-days), memory per GPU under 3D parallelism and ZeRO, bytes sent
     finetune/    SFT, DPO, reward models, PPO, GRPO, PEFT, quantization
     scaling/     scaling laws with allocation, fits, prediction, the sweep runner
-    __main__.py  python -m minillm {prepare,train,generate,eval,sweep}
+    cli/         the command line, one module per command; __main__.py runs it:
+                 python -m minillm {prepare,train,generate,eval,sweep} --help
 """
 from minillm.config import ModelConfig, TrainConfig
 from minillm.data import synthetic

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from minillm.__main__ import _load_run, main
+from minillm.__main__ import main
+from minillm.train.rundir import load_run
 from minillm.data.loader import DataSplits
 from minillm.data.prepare import prepare
 from minillm.data.shards import read_shard
@@ -114,7 +115,7 @@ def test_eval_text_scores_the_text_as_prepare_processed_it(text_runs, split, cap
     m = re.search(r"loss (\S+) nats/token.* over ([\d,]+) tokens", out)
     assert m, out
     assert int(m.group(2).replace(",", "")) == n_prepared - 1  # every token prepare made, less the unscored first
-    model, tok, _ = _load_run(str(runs[split]), "cpu")
+    model, tok = load_run(runs[split])
     # by hand: the file itself, or its paragraphs joined by EOS (the char tokenizer encodes EOS as its special id)
     text = TEXT if split == "file" else EOS.join(p for p in TEXT.split("\n\n") if p)
     stream = np.asarray(tok.encode(text))
