@@ -16,12 +16,21 @@ name has one meaning, and every `__init__.py` maps its modules in reading order.
     data/        tokenizers, token shards, loaders, sources, synthetic corpora, task suites, crawl/clean/dedup/PII
     evaluation/  held-out loss, metrics, multiple-choice scoring, benchmarks, contamination
     generate.py  sampling, beam search, batched and streamed decoding with a KV cache
+    textgen.py   text in, text out: generate_text stops at end tokens or stop strings, chat=True answers
     tools.py     a calculator the model calls mid-generation
     accounting.py  what a run costs: compute (6ND, GPU-days), memory per GPU under 3D parallelism and ZeRO, bytes sent
     finetune/    SFT, DPO, reward models, PPO, GRPO, PEFT, quantization
     scaling/     scaling laws with allocation, fits, prediction, the sweep runner
     cli/         the command line, one module per command; __main__.py runs it:
                  python -m minillm {prepare,train,generate,eval,sweep} --help
+
+Start here (each name is importable from `minillm`; `help(name)` documents it):
+
+    data       corpus, CharTokenizer, BPETokenizer, prepare, DataSplits, token_stream, read_text_files
+    model      ModelConfig, GPT, arch_stats, EncoderDecoder; layer functions (rmsnorm, swiglu, apply_rope, ...)
+    training   TrainConfig, Trainer, seed_everything, build_optimizer, lr_at, save_checkpoint, load_checkpoint
+    runs       load_run, save_run, write_run_config: one run folder for the CLI and the API
+    using it   generate_text (text in, text out), generate, sample_next; fine-tuning, evaluation and scaling in minillm.finetune / .evaluation / .scaling
 """
 from minillm.config import ModelConfig, TrainConfig
 from minillm.data import synthetic
@@ -35,6 +44,7 @@ from minillm.data.synthetic import CORPORA, Corpus, FactWorld, corpus, entropy_p
 from minillm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 from minillm.device import resolve_device, seed_everything
 from minillm.generate import generate, sample_next
+from minillm.textgen import generate_text
 from minillm.model.attention import KVCache, causal_mask, prefix_mask, scaled_dot_product_attention
 from minillm.model.calculator import arch_stats
 from minillm.model.encdec import EncoderDecoder, span_corruption, split_prefix_batch
@@ -64,4 +74,4 @@ __all__ = ["ModelConfig", "TrainConfig", "synthetic", "ByteBPE", "train_bpe", "D
            "train_preset", "latest_checkpoint", "load_checkpoint", "load_checkpoint_state", "save_checkpoint",
            "read_history", "AdamW", "build_optimizer", "clip_grad_norm_", "lr_at", "lr_curve", "param_groups",
            "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "load_run", "save_run",
-           "write_run_config", "token_stream"]
+           "write_run_config", "token_stream", "generate_text"]

@@ -13,6 +13,9 @@ a continuation whose first token is not the locally best one (greedy is myopic);
 having more negative terms. Batching prompts of different lengths pads them on the left so every row's next
 token sits in the last column; a padding mask hides the pads and restores each row's real positions.
 `kv_cache_speed` measures what the cache buys (bench/kv_cache.py).
+
+Everything here works on token ids and stops only where told; `minillm.textgen.generate_text` takes text, stops
+at the tokenizer's end tokens by default, and returns text.
 """
 from __future__ import annotations
 
@@ -174,6 +177,8 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, temperature: float =
     keeps those tokens and is padded by repeating its last one until every row has finished or the budget is
     spent. repetition_penalty > 1 discourages ids already in the row (`apply_repetition_penalty`). With
     use_cache the prompt is encoded once and each step feeds only the newest token (see `next_logits`).
+    Without stop tokens it always runs the whole budget: for text that stops at the tokenizer's end tokens
+    ("<|endoftext|>", "<|end|>") by default, use `minillm.textgen.generate_text`.
     """
     steps = decode_steps(model, idx, max_new_tokens, temperature, top_k, top_p, stop_tokens, use_cache, generator,
                          repetition_penalty, stop_sequences)

@@ -61,3 +61,62 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
 def test_bad_override_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--data", "d", "--out", "o", "--n_layer", "four"])
+
+
+def _abcd_run(tmp_path, monkeypatch):
+    """A run that has learned "abcd<|endoftext|>abcd<|endoftext|>...": each line of the file is one document."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "abcd.txt").write_text("abcd\n" * 300)
+    assert main(["prepare", "--source", "abcd.txt", "--split", "line", "--out", "data"]) == 0
+    assert main(["train", "--data", "data", "--preset", "tiny", "--size", "ci", "--out", "run", "--max_steps", "40",
+                 "--n_layer", "1", "--progress", "false", "--eval_interval", "40", "--block_size", "16",
+                 "--lr", "1e-2"]) == 0
+
+
+def test_generate_stops_at_end_of_text_and_stop_strings(tmp_path, capsys, monkeypatch):
+    _abcd_run(tmp_path, monkeypatch)
+    capsys.readouterr()
+
+    def gen(*flags):
+        assert main(["generate", "--run", "run", "--prompt", "ab", "--temperature", "0", *flags]) == 0
+        return capsys.readouterr().out
+
+    assert gen() == "abcd\n"  # prompt + continuation, ended by the model's <|endoftext|>
+    assert gen("--no_stop_at_special", "--max_new_tokens", "7") == "abcdabcd\n"  # the token itself is hidden
+    assert gen("--no_stop_at_special", "--show_special", "--max_new_tokens", "7") == "abcd<|endoftext|>abcd\n"
+    assert gen("--no_stop_at_special", "--stop", "zz", "--stop", "da") == "abc\n"  # cut before the first stop
+    assert gen("--no_stop_at_special", "--stop", r"\x62") == "abcda\n"  # escapes: \x62 is "b"
+    assert main(["generate", "--run", "run", "--prompt", "abz"]) == 2
+    err = capsys.readouterr().err
+    assert "'z'" in err and "remove them from the prompt" in err and "rebuild" not in err
+    assert main(["generate", "--run", "run", "--prompt", "ab", "--chat"]) == 2
+    assert "lacks the chat special token" in capsys.readouterr().err
+    assert main(["generate", "--run", "run", "--prompt", "ab", "--stop", "\\x"]) == 2
+    assert "malformed backslash escape" in capsys.readouterr().err
+
+
+def test_generate_chat_prints_only_the_answer(tmp_path, capsys):
+    import torch
+
+    from minillm.finetune.chat import chat_tokenizer
+    from minillm.model.transformer import GPT
+    from minillm.textgen import generate_text
+    from minillm.train.rundir import save_run
+
+    tok = chat_tokenizer()
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
+    save_run(tmp_path / "chat", model, tok)
+    prompt = "Reverse the word abc:"
+    assert main(["generate", "--run", str(tmp_path / "chat"), "--prompt", prompt, "--chat", "--temperature", "0",
+                 "--max_new_tokens", "12", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    answer = generate_text(model.eval(), tok, prompt, 12, temperature=0, chat=True)
+    assert out == answer + "\n" and prompt not in out and "<|" not in out
+
+
+def test_generate_help_names_the_new_options():
+    text = build_parser()._subparsers._group_actions[0].choices["generate"].format_help()
+    for flag in ("--stop", "--no_stop_at_special", "--show_special", "--chat"):
+        assert flag in text
+    assert "repeat" in text and "<|endoftext|>" in text
