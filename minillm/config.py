@@ -196,12 +196,12 @@ class TrainConfig(_Config):
     eval_batches: int = 10  # batches averaged per evaluation
     log_interval: int = 10  # record a history row every N steps (the last step is always recorded)
     out_dir: str | None = None  # where history.jsonl and checkpoints go; None = keep in memory only
-    checkpoint_interval: int = 0  # save a checkpoint every N steps (0 = only at the end, if out_dir is set)
+    checkpoint_interval: int | None = None  # save every N steps; None = at each eval_interval (nanoGPT), 0 = at the end
     resume: bool = False  # continue from out_dir's latest checkpoint, reproducing the uninterrupted run
     on_nan: str = "raise"  # raise (stop with an error naming the step) | skip (drop the step: spike guard)
     compile: bool = False  # torch.compile the model (pays on GPU; slow to compile and no faster on CPU)
     tf32: bool = True  # on CUDA, fp32 matmuls use TF32 tensor cores (10-bit mantissa, ~8x faster); False = exact fp32
-    progress: bool = True  # show a tqdm progress bar (notebook-aware)
+    progress: bool = True  # show a tqdm progress bar (only on a terminal or in a notebook, on rank 0)
     parallel: str = "none"  # none | ddp (replicas, gradient all-reduce) | fsdp (sharded, ZeRO-3); needs torchrun
 
     def __post_init__(self) -> None:
@@ -212,8 +212,11 @@ class TrainConfig(_Config):
                 raise ValueError(f"{n}.{name}={v!r} must be a positive integer")
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval"):
             v = getattr(self, name)
+            if name == "checkpoint_interval" and v is None:
+                continue  # follows eval_interval (checkpoint_every)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{n}.{name}={v!r} must be a non-negative integer")
+                raise ValueError(f"{n}.{name}={v!r} must be a non-negative integer"
+                                 + (" or None (= eval_interval)" if name == "checkpoint_interval" else ""))
         _positive(n, "lr", self.lr)
         if self.min_lr is None:
             self.min_lr = self.lr / 10
@@ -241,3 +244,11 @@ class TrainConfig(_Config):
         if self.resume and not self.out_dir:
             raise ValueError(f"{n}.resume=True needs out_dir: the checkpoint to resume from lives there")
 
+    @property
+    def checkpoint_every(self) -> int:
+        """Steps between checkpoints: checkpoint_interval, or eval_interval when that is None (0 = only at the end).
+
+        The None stays in the field rather than being filled in by __post_init__, so a saved config still says
+        "follow eval_interval" and `replace(eval_interval=...)` moves the checkpoints along with the evaluations.
+        """
+        return self.eval_interval if self.checkpoint_interval is None else self.checkpoint_interval

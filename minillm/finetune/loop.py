@@ -5,8 +5,8 @@ targets itself (y = x shifted), so it cannot carry per-token -100 targets. `opti
 around `train.step.train_step`, the same step the Trainer takes (`build_optimizer`, `lr_at`, clipping,
 `PrecisionPolicy`, TrainConfig's knobs); `sft.train_sft`, `dpo.train_dpo` and `reward.train_reward_model` train
 through it. With cfg.out_dir it keeps the Trainer's run folder: OUT_DIR/history.jsonl, and
-OUT_DIR/ckpt/step_NNNNNNNN every checkpoint_interval steps and at the end (save_checkpoint: weights, optimizer, RNG
-states, step, history; the newest only). cfg.resume=True continues from the newest one exactly as an
+OUT_DIR/ckpt/step_NNNNNNNN every cfg.checkpoint_every steps (checkpoint_interval, else eval_interval) and at the
+end (save_checkpoint: weights, optimizer, RNG states, step, history; the newest only). cfg.resume=True continues from the newest one exactly as an
 uninterrupted run would go. `epoch_sampler` draws the batches' row indices, a fresh seeded permutation per epoch.
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ def optimize(model: torch.nn.Module, cfg: TrainConfig,
                 if writer is not None:
                     writer.write(history[-1])
             if cfg.out_dir and (step + 1 == cfg.max_steps
-                                or (cfg.checkpoint_interval and (step + 1) % cfg.checkpoint_interval == 0)):
+                                or (cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0)):
                 _save(cfg, model, opt, policy, step + 1, history)
     finally:
         if writer is not None:

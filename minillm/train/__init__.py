@@ -15,6 +15,7 @@ checkpointing, parallelism). Modules, one idea each, in reading order:
                      ``load_run`` (model, tokenizer) from any run, ``save_run`` (e.g. after merging LoRA)
 - ``distributed.py`` the Trainer's data parallelism (DDP / FSDP) behind one ``Parallelism`` object
 - ``parallel/``      distributed training written out: DDP, ZeRO-1, FSDP2, tensor and pipeline parallelism
+- ``progress.py``    when a training loop draws a progress bar (terminal or notebook, rank 0 only)
 - ``launch.py``      ``torchrun`` from Python (notebooks, tests, benches)
 - ``memory.py``      activation memory measured, and the activation-checkpointing trade-off
 """
@@ -27,8 +28,9 @@ from minillm.train.checkpoint import (latest_checkpoint, list_checkpoints, load_
                                       save_checkpoint)
 from minillm.train.rundir import load_run, save_run, write_run_config
 from minillm.train.distributed import Parallelism
+from minillm.train.progress import show_progress
 
-__all__ = ["train_step", "lm_loss", "StepResult", "AdamW", "build_optimizer", "param_groups", "lr_at", "lr_curve",
+__all__ = ["show_progress", "train_step", "lm_loss", "StepResult", "AdamW", "build_optimizer", "param_groups", "lr_at", "lr_curve",
            "clip_grad_norm_", "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "read_history",
            "save_checkpoint", "load_checkpoint", "load_checkpoint_state", "latest_checkpoint", "list_checkpoints",
            "load_run", "save_run", "write_run_config",

@@ -14,6 +14,12 @@ A checkpoint is a directory:
 
 Writes are atomic: everything goes into a temporary directory next to the target, is fsynced, and only then
 renamed into place, so a crash mid-save never leaves a half-written checkpoint and the previous one survives.
+
+Sharded models (FSDP2, = ZeRO-3: every parameter a DTensor holding 1/N of it) are saved in this same format, so
+`load_run`, `generate --run` and a single process read what N ranks wrote: `parallel.fsdp.full_state_dicts`
+gathers the full weights and optimizer state onto rank 0 (a collective: every rank calls it), rank 0 passes them
+to `save_checkpoint(model_state=, optimizer_state=)`, and `load_checkpoint` shards a checkpoint back into a
+sharded model (every rank reads the file and keeps its own slice).
 """
 from __future__ import annotations
 
@@ -34,9 +40,11 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from minillm.device import rng_state, set_rng_state
 from minillm.io import atomic_write, atomic_write_text, fsync_dir, replace_dir
+from minillm.train.parallel.fsdp import load_full_state_dicts
 
 FORMAT = "minillm-checkpoint-1"
 WEIGHTS, STATE, META = "model.safetensors", "state.pt", "meta.json"
@@ -79,8 +87,8 @@ def _decode_rng(state: dict) -> dict:
     return {**state, "numpy": (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)}
 
 
-def _weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """CPU copies of the state_dict with tied (shared) tensors stored once, plus {alias: stored name}.
+def _weights_to_save(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """CPU copies of a state_dict with tied (shared) tensors stored once, plus {alias: stored name}.
 
     safetensors refuses two names for one storage (a tied embedding/output matrix is exactly that), so the
     second name is recorded as an alias in the file's metadata and filled back in on load.
@@ -88,7 +96,7 @@ def _weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
     tensors: dict[str, torch.Tensor] = {}
     aliases: dict[str, str] = {}
     seen: dict[tuple, str] = {}
-    for name, t in _unwrap(model).state_dict().items():
+    for name, t in state_dict.items():
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"state_dict entry {name!r} is a {type(t).__name__}, not a tensor; cannot save it")
         key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
@@ -105,7 +113,8 @@ def _weights_to_save(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[st
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
                     *, scheduler: Any = None, loader_state: dict | None = None, config: Any = None,
-                    extra: dict | None = None, rng_states: list[dict] | None = None) -> Path:
+                    extra: dict | None = None, rng_states: list[dict] | None = None,
+                    model_state: dict[str, torch.Tensor] | None = None, optimizer_state: dict | None = None) -> Path:
     """Write a checkpoint directory at `path` atomically; returns the path.
 
     model: weights go to model.safetensors (and `model.config`, if it has `to_dict`, into state.pt so a
@@ -114,6 +123,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     extra: any further picklable-by-torch data (tensors, numbers, strings, lists, dicts).
     rng_states: every rank's `minillm.device.rng_state()`, in rank order (`Parallelism.rng_states()`, gathered
     on all ranks before rank 0 saves); None = a single process, whose own state is saved as rank 0's.
+    model_state / optimizer_state: the state dicts to write instead of model.state_dict() / optimizer.state_dict();
+    a sharded (FSDP2) model needs them: rank 0's result of `parallel.fsdp.full_state_dicts(model, optimizer)`.
     An existing checkpoint at `path` is replaced only once the new one is completely on disk.
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -123,13 +134,20 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         raise ValueError("rng_states must be a non-empty list of rng_state() dicts, one per rank in rank order "
                          "(Parallelism.rng_states()), or None for a single process")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = _unwrap(model)
+    if model_state is None and is_sharded(raw):
+        raise ValueError("save_checkpoint got a sharded (FSDP2/DTensor) model: each rank holds only a slice of its "
+                         "weights. Gather them with minillm.train.parallel.fsdp.full_state_dicts(model, optimizer) on "
+                         "EVERY rank, then on rank 0 pass save_checkpoint(..., model_state=, optimizer_state=) what "
+                         "it returned")
+    if optimizer_state is None and optimizer is not None:
+        optimizer_state = optimizer.state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
     model_cfg = getattr(raw, "config", None)
     state = {
         "format": FORMAT,
         "step": step,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "loader_state": loader_state,
         # One entry per rank; a single process is rank 0. (Format 1 checkpoints written before this held only
@@ -141,7 +159,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "minillm_version": _minillm_version(),
         "torch_version": str(torch.__version__),
     }
-    tensors, aliases = _weights_to_save(raw)
+    tensors, aliases = _weights_to_save(raw.state_dict() if model_state is None else model_state)
     meta = {"format": FORMAT, "step": step, "minillm_version": state["minillm_version"],
             "torch_version": str(torch.__version__), "n_tensors": len(tensors),
             "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -239,6 +257,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
                     rank: int | None = None) -> int:
     """Load weights (and optimizer state, and RNG states if `restore_rng`) from `path`; return the saved step.
 
+    A sharded (FSDP2) model and its optimizer are loaded on every rank (a collective): each rank reads the full
+    checkpoint and keeps its own slice, so a checkpoint written by one process or by any number of ranks loads.
+
     restore_rng restores the RNG states saved for `rank` (None = this process's rank in the default process
     group, 0 without one): each data-parallel rank continues its own random streams.
     The model must have the same architecture; otherwise a RuntimeError lists missing/unexpected keys, shape
@@ -248,19 +269,27 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     state = load_checkpoint_state(path, map_location)
     weights = load_weights(path)
     raw = _unwrap(model)
+    # Every rank checks for itself (a sharded model's DTensors report their global shapes), so a mismatch fails
+    # on all ranks alike instead of leaving the others waiting in the collectives below.
     error = _architecture_error(path, raw, weights, state.get("model_config"))
     if error:
         raise RuntimeError(error)
-    raw.load_state_dict(weights, strict=True)
-    if optimizer is not None:
-        if state["optimizer"] is None:
-            raise ValueError(f"checkpoint {path} holds no optimizer state (saved with optimizer=None); "
-                             f"load it with optimizer=None")
+    if optimizer is not None and state["optimizer"] is None:
+        raise ValueError(f"checkpoint {path} holds no optimizer state (saved with optimizer=None); "
+                         f"load it with optimizer=None")
+    if is_sharded(raw):
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            load_full_state_dicts(raw, optimizer, weights, state["optimizer"] if optimizer is not None else None)
         except ValueError as e:
-            raise ValueError(f"the optimizer state in {path} does not fit this optimizer ({e}); build the optimizer "
-                             f"the same way as the saved run (same param groups, same model)") from e
+            raise ValueError(f"checkpoint {path}: {e}") from e
+    else:
+        raw.load_state_dict(weights, strict=True)
+        if optimizer is not None:
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except ValueError as e:
+                raise ValueError(f"the optimizer state in {path} does not fit this optimizer ({e}); build the "
+                                 f"optimizer the same way as the saved run (same param groups, same model)") from e
     if restore_rng:
         set_rng_state(_decode_rng(_rng_of_rank(path, state, _this_rank() if rank is None else rank)))
     return int(state["step"])
@@ -282,6 +311,31 @@ def _rng_of_rank(path: Path, state: dict, rank: int) -> dict:
                          f"{rank}: resume with the number of processes that saved it "
                          f"(--nproc_per_node={len(per_rank)}), or load with restore_rng=False")
     return per_rank[rank]
+
+
+# ----------------------------------------------------------------------------- sharded models (FSDP2)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True when the model's parameters are DTensors (FSDP2's `fully_shard`): each rank holds only a slice."""
+    return any(isinstance(p, DTensor) for p in _unwrap(model).parameters())
+
+
+# ----------------------------------------------------------------------------- what changed since the save
+
+
+def config_changes(saved: dict | None, now: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """['name: saved -> now', ...] for every field that differs between a saved config dict and the current one
+    (fields in `ignore` left out; a field one side lacks shows as <absent>). [] when `saved` is None."""
+    if saved is None:
+        return []
+    absent = "<absent>"
+
+    def show(v: Any) -> str:  # 12 digits: lr / 10 reads 0.0003, not 0.00030000000000000003
+        return format(v, ".12g") if isinstance(v, float) else repr(v)
+
+    return [f"{k}: {show(saved.get(k, absent))} -> {show(now.get(k, absent))}" for k in sorted(set(saved) | set(now))
+            if k not in ignore and saved.get(k, absent) != now.get(k, absent)]
 
 
 # ----------------------------------------------------------------------------- finding checkpoints

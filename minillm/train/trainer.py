@@ -17,7 +17,8 @@ or skip it; step.py has already dropped its update), and checkpoints that make r
 Data parallelism (Survey §4.3.2; TrainConfig.parallel = ddp | fsdp, inside a process group): every rank runs
 this same loop on its own batch_size windows of each step's global batch, gradients are averaged across ranks,
 the step's loss is averaged too (all ranks log the same numbers), and rank 0 alone writes history and
-checkpoints. See distributed.py.
+checkpoints (under FSDP the shards are first gathered, so the checkpoint is a single process's). See
+distributed.py.
 
 Speed matters even in a teaching loop: the loop never calls .item() on the loss per micro-batch (that would
 make the CPU wait for the GPU); losses are summed on the device and read at log steps only. The single
@@ -42,12 +43,14 @@ from minillm.config import ModelConfig, TrainConfig
 from minillm.data.loader import DataSplits, RandomLoader, get_batch
 from minillm.data.tokenizer import Tokenizer
 from minillm.device import resolve_device, seed_everything, set_tf32
-from minillm.train.checkpoint import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
-                         load_checkpoint_state, save_checkpoint)
+from minillm.train.checkpoint import (checkpoint_path, config_changes, is_sharded, latest_checkpoint, list_checkpoints,
+                                      load_checkpoint, load_checkpoint_state, save_checkpoint)
 from minillm.train.distributed import Parallelism
+from minillm.train.parallel.fsdp import full_state_dicts
 from minillm.train.history import HistoryWriter, mfu, normalize_hooks, peak_flops
 from minillm.train.optim import build_optimizer, lr_at
 from minillm.train.precision import PrecisionPolicy
+from minillm.train.progress import show_progress
 from minillm.train.rundir import check_tokenizer, write_run_config
 from minillm.train.step import train_step
 
@@ -90,6 +93,11 @@ def _check_vocab(splits: DataSplits, vocab_size: int) -> None:
                          f"build the model with ModelConfig(vocab_size={hi + 1}) or more, or re-tokenize the data")
 
 
+# TrainConfig fields a resumed run may change without a warning: they change what is shown, recorded or saved,
+# never what is trained (resume itself always differs; out_dir may have been moved or renamed).
+RESUME_MAY_CHANGE = ("resume", "progress", "out_dir", "checkpoint_interval", "log_interval", "eval_interval")
+
+
 class Trainer:
     """Train `model` on `data` as `cfg` says. `fit()` runs the loop and returns `history` (a list of row dicts).
 
@@ -107,9 +115,11 @@ class Trainer:
     the one of cfg.max_steps). With cfg.out_dir set, the run folder is the command line's (train/rundir.py):
     OUT_DIR/config.json (model and train configs, written when the Trainer is built) and tokenizer.json (when
     given), which `minillm.load_run(OUT_DIR)` and `python -m minillm generate --run OUT_DIR` read; rows go to
-    OUT_DIR/history.jsonl and checkpoints to
-    OUT_DIR/ckpt/step_NNNNNNNN (at checkpoint_interval, at the end, and at stop_at); cfg.resume=True
-    continues from the newest one and reproduces the uninterrupted run exactly (bit for bit on CPU).
+    OUT_DIR/history.jsonl and checkpoints to OUT_DIR/ckpt/step_NNNNNNNN (every cfg.checkpoint_every steps:
+    checkpoint_interval, by default eval_interval; at the end; at stop_at; only the newest is kept).
+    cfg.resume=True continues from the newest one (printing "resuming from step N of M", and warning about the
+    TrainConfig fields changed since the save) and reproduces the uninterrupted run exactly (bit for bit on CPU,
+    under DDP and FSDP too).
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, data: Any, *, tokenizer: Tokenizer | None = None,
@@ -136,9 +146,6 @@ class Trainer:
                              f"block_size+1={self.block_size + 1}: use more data or a larger validation split")
         self.par = Parallelism(cfg.parallel, self.device)  # rank, world_size, collectives (no-ops for one process)
         self.model = model.to(self.device)  # the plain module: its state_dict is what checkpoints hold
-        if cfg.parallel == "fsdp" and cfg.out_dir:
-            raise ValueError("TrainConfig.parallel='fsdp' does not write checkpoints yet (they would need the "
-                             "sharded weights gathered): use out_dir=None, or parallel='ddp'")
         # DDP wrapper / the FSDP-sharded model / the model itself, and what to call (compiled as the wrapper needs)
         self._wrapped, self._forward = self.par.wrap(self.model, compile=cfg.compile, dtype=self.policy.dtype)
         # Evaluation needs no gradient sync: a DDP replica scores alone (FSDP must still gather its shards).
@@ -226,7 +233,9 @@ class Trainer:
                   f"checkpoints -> {self.out_dir / 'ckpt'}")
         if getattr(self.model.config, "kernels", "torch") == "triton" and self.par.is_main and self.step == 0:
             print(f"minillm Trainer: {self.model.kernel_summary()}")  # say which ops are fused, never silently
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.par.is_main), desc="train", unit="step")
+        # Off unless asked for, on rank 0, on a terminal or in a notebook: a log file gets no bar (progress.py).
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not show_progress(cfg.progress, self.par.is_main),
+                   desc="train", unit="step")
         self.model.train()
         fit_start = time.perf_counter() - self.elapsed_s
         interval_start = time.perf_counter()
@@ -245,8 +254,8 @@ class Trainer:
                         row["val_loss"] = self.evaluate()
                     self._record(row, evaluated=do_eval)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-                if self.out_dir is not None and (
-                        last or step == end or (cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0)):
+                every = cfg.checkpoint_every  # checkpoint_interval, or eval_interval when that is None
+                if self.out_dir is not None and (last or step == end or (every and step % every == 0)):
                     self.elapsed_s = time.perf_counter() - fit_start
                     self.save()
                 if logged:  # evaluation, hooks and saving do not count toward the next row's throughput
@@ -320,22 +329,30 @@ class Trainer:
 
         Data-parallel: rank 0 writes (the replicas are equal, and the loader state is the same on every rank:
         all draw the same global batch), the other ranks wait at a barrier until the checkpoint is on disk.
+        FSDP: every rank first takes part in gathering the full weights and optimizer state onto rank 0, which
+        writes the single-process format (load_run, `generate --run` and a 1-process run read it).
         """
         if path is None and self.out_dir is None:
             raise ValueError("Trainer.save() needs a path, or TrainConfig.out_dir to save under")
         target = Path(path) if path is not None else checkpoint_path(self.out_dir, self.step)
         rng_states = self.par.rng_states()  # a collective: every rank's RNG, so each resumes its own
+        # A collective too under FSDP: the shards all-gathered onto rank 0 (None = the plain state dicts).
+        model_state, optim_state = (full_state_dicts(self.model, self.optimizer) if is_sharded(self.model)
+                                    else (None, None))
         if self.par.is_main:
-            self._save(target, prune=path is None, rng_states=rng_states)
+            self._save(target, prune=path is None, rng_states=rng_states, model_state=model_state,
+                       optim_state=optim_state)
         self.par.barrier()
         return target
 
-    def _save(self, target: Path, prune: bool, rng_states: list[dict]) -> None:
+    def _save(self, target: Path, prune: bool, rng_states: list[dict], model_state: dict | None,
+              optim_state: dict | None) -> None:
         extra = {"history": self.history, "skipped": self.skipped, "elapsed_s": self.elapsed_s,
                  "loss_sum": self._loss_sum.detach().cpu(), "loss_count": self._loss_count,
                  "interval_steps": self._interval_steps, "precision": self.policy.state_dict()}
         save_checkpoint(target, self.model, self.optimizer, self.step, loader_state=self.loader.state_dict(),
-                        config=self.cfg, extra=extra, rng_states=rng_states)
+                        config=self.cfg, extra=extra, rng_states=rng_states, model_state=model_state,
+                        optimizer_state=optim_state)
         if prune:  # the new checkpoint is complete on disk, so this run's older ones can go
             for old in list_checkpoints(self.out_dir):
                 if old != target and old.parent == target.parent:
@@ -347,7 +364,17 @@ class Trainer:
             raise FileNotFoundError(f"resume=True but there is no checkpoint under {self.out_dir / 'ckpt'}: "
                                     f"set resume=False to start a new run")
         state = load_checkpoint_state(ckpt)
+        if self.par.is_main:
+            changes = config_changes(state.get("train_config"), self.cfg.to_dict(), ignore=RESUME_MAY_CHANGE)
+            if changes:
+                warnings.warn(f"resuming {ckpt} with a TrainConfig that differs from the saved run's: "
+                              f"{', '.join(changes)}. Training continues with the new values, so it will not "
+                              f"reproduce the uninterrupted run; pass the saved values to continue it exactly",
+                              stacklevel=3)
+        # Loads a sharded (FSDP) model too: every rank reads the full checkpoint and keeps its slice.
         self.step = load_checkpoint(ckpt, self.model, self.optimizer, restore_rng=True, rank=self.par.rank)
+        if self.par.is_main:  # print, not a warning: the user must see that this run continues an earlier one
+            print(f"minillm Trainer: resuming from step {self.step} of {self.cfg.max_steps} (checkpoint {ckpt})")
         self.loader.load_state_dict(state["loader_state"])
         extra = state["extra"]
         self.history = list(extra["history"])

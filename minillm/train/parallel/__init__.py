@@ -18,11 +18,11 @@ The other two axes of 3D parallelism matter once one model replica no longer fit
 """
 from minillm.train.parallel.ddp import accumulate, wrap_ddp
 from minillm.train.parallel.group import free_port, init_distributed, is_main, rank, spawn, world_size
-from minillm.train.parallel.fsdp import fsdp_units, mp_policy, shard_fsdp2
+from minillm.train.parallel.fsdp import fsdp_units, full_state_dicts, load_full_state_dicts, mp_policy, shard_fsdp2
 from minillm.train.parallel.pipeline import PipelineStage, bubble_fraction, gpipe_step, schedule_table, split_stages
 from minillm.train.parallel.tensor import tensor_parallel, tp_comm_bytes
 from minillm.train.parallel.zero import ZeroOneAdamW
 
-__all__ = ["init_distributed", "is_main", "rank", "world_size", "spawn", "free_port", "wrap_ddp", "accumulate",
+__all__ = ["full_state_dicts", "load_full_state_dicts", "init_distributed", "is_main", "rank", "world_size", "spawn", "free_port", "wrap_ddp", "accumulate",
            "ZeroOneAdamW", "shard_fsdp2", "fsdp_units", "mp_policy", "tensor_parallel", "tp_comm_bytes", "PipelineStage", "split_stages",
            "gpipe_step", "bubble_fraction", "schedule_table"]

@@ -17,6 +17,10 @@ works on the shards.
 Mixed precision (`mp`): the shards the optimizer updates stay fp32, the all-gathered copies used for compute are
 bf16/fp16, and gradients are reduce-scattered in fp32. With torch.compile each unit is compiled before it is
 sharded, so FSDP2's communication hooks stay outside the compiled graphs (torchtitan's order).
+
+Checkpoints (`full_state_dicts`, `load_full_state_dicts`): a sharded run saves the format of a single process.
+On save the shards are all-gathered into full tensors on rank 0's CPU; on load every rank takes its own slice of
+the full tensors back. So one file serves any number of ranks, `load_run`, and plain single-process training.
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict)
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -280,3 +286,78 @@ def shard_fsdp2(model: nn.Module, mesh: DeviceMesh | None = None, *, units: Unit
         fully_shard(unit, mesh=mesh, **fsdp_kwargs)
     fully_shard(model, mesh=mesh, **fsdp_kwargs)
     return model
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+                     ) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(weights, optimizer state) of a sharded model, gathered in full onto rank 0's CPU, in the single-process
+    format: model.state_dict()'s names (a tied weight: one tensor under both names) and optimizer.state_dict()'s
+    integer parameter ids, ready for `save_checkpoint(model_state=, optimizer_state=)`. A collective: call it on
+    every rank; the other ranks get ({}, None). Peak memory on rank 0: one full copy of both in CPU RAM.
+
+    torch's get_model_state_dict / get_optimizer_state_dict (full_state_dict=True, cpu_offload=True) do the
+    all-gathers; only the optimizer state's keys are renamed here (torch names parameters by their FQN).
+    """
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: the module with clean names
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # cpu_offload: the full copy on rank 0 only
+    weights = get_model_state_dict(model, options=options)
+    # An optimizer that has not stepped has no state to gather (and torch would first create it by a zero-lr step).
+    gather = optimizer is not None and bool(optimizer.state)
+    optim_state = (get_optimizer_state_dict(model, optimizer, options=options) if gather  # {} on other ranks
+                   else optimizer.state_dict() if optimizer is not None else None)
+    if pdist.rank() != 0:
+        return {}, None
+    if gather:
+        optim_state = _ids_from_names(optim_state)
+    first: dict[int, str] = {}
+    for name, t in model.state_dict(keep_vars=True).items():  # a tied weight is one Parameter under two names
+        if id(t) in first:
+            weights[name] = weights[first[id(t)]]  # gathered twice: one tensor again, so it is stored once
+        else:
+            first[id(t)] = name
+    return weights, optim_state
+
+
+def load_full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                          weights: dict[str, torch.Tensor], optim_state: dict | None) -> None:
+    """Load full (unsharded, single-process format) weights and optimizer state into a sharded model and its
+    optimizer: each rank keeps its own slice. A collective: call it on every rank with the same full dicts
+    (`load_checkpoint` does, for a sharded model). Raises ValueError when the optimizer state does not fit.
+
+    broadcast_from_rank0=True (only rank 0 holding the dicts) works on gloo too, but would help only a rank that
+    cannot read the checkpoint, which it also needs for its own RNG states and data position; so every rank reads.
+    """
+    model = getattr(model, "_orig_mod", model)
+    options = StateDictOptions(full_state_dict=True)
+    if optimizer is not None:
+        if optim_state is None:
+            raise ValueError("there is no optimizer state to load (saved with optimizer=None); pass optimizer=None")
+        # Before the weights: torch creates an empty optimizer state by a zero-gradient, lr=0 step, which then
+        # cannot touch the loaded weights.
+        set_optimizer_state_dict(model, optimizer, _names_from_ids(model, optimizer, optim_state), options=options)
+    set_model_state_dict(model, weights, options=options)
+
+
+def _ids_from_names(osd: dict) -> dict:
+    """torch's FQN-keyed optimizer state dict -> optimizer.state_dict()'s: parameters numbered across groups."""
+    index: dict[str, int] = {}
+    groups = [{**g, "params": [index.setdefault(name, len(index)) for name in g["params"]]}
+              for g in osd["param_groups"]]
+    return {"state": {index[name]: v for name, v in osd["state"].items()}, "param_groups": groups}
+
+
+def _names_from_ids(model: nn.Module, optimizer: torch.optim.Optimizer, osd: dict) -> dict:
+    """optimizer.state_dict()'s format -> torch's FQN-keyed one, by this optimizer's own parameter order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [[names.get(id(p)) for p in g["params"]] for g in optimizer.param_groups]
+    saved = [g["params"] for g in osd["param_groups"]]
+    if any(None in g for g in order) or [len(g) for g in order] != [len(g) for g in saved]:
+        raise ValueError(f"the optimizer state does not fit this optimizer (saved: groups of {[len(g) for g in saved]} "
+                         f"parameters, this one: {[len(g) for g in order]}, or it holds parameters outside the "
+                         f"model); build the optimizer the same way as the saved run (same param groups, same model)")
+    name_of = {i: n for ids, ns in zip(saved, order) for i, n in zip(ids, ns)}
+    return {"state": {name_of[i]: v for i, v in osd["state"].items()},
+            "param_groups": [{**g, "params": ns} for g, ns in zip(osd["param_groups"], order)]}
