@@ -47,3 +47,12 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
     require_triton()
     from minillm.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy as fn
     return fn(hidden, weight, targets, ignore_index, label_smoothing, chunk_size)
+
+
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+                    scale: float | None = None) -> torch.Tensor:
+    """FlashAttention-2: q (B, H, Tq, D) over k/v (B, Hkv, Tk, D) -> (B, H, Tq, D), H % Hkv == 0, D <= 128; causal
+    aligns the queries to the end of the keys (the KV-cache case). The (Tq, Tk) scores never exist in memory."""
+    require_triton()
+    from minillm.kernels.flash_attention import flash_attention as fn
+    return fn(q, k, v, causal, scale)

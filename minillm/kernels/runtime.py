@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-KERNEL_MODULES = ("rmsnorm", "swiglu", "rope", "cross_entropy", "fused_linear_cross_entropy")
+KERNEL_MODULES = ("rmsnorm", "swiglu", "rope", "cross_entropy", "fused_linear_cross_entropy", "flash_attention")
 
 
 class KernelUnavailableError(RuntimeError):

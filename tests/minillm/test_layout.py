@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "minillm"
-MAX_LINES = 23_000            # the library's budget (raised from 21,000 by #21's RL/SFT/eval building blocks)
+MAX_LINES = 26_000            # the library's budget (21,000 -> 23,000 for #21; -> 26,000 for #22-#23: CLI package, fine-tuning recipe, FlashAttention)
 MAX_FUNCTION_IMPORTS = 40     # imports inside functions (optional dependencies, deliberate lazy loads)
 CHAPTER_WORDS = ("emergence", "utilization", "welcome", "capstone", "chapter", "lab", "study", "studies", "plots",
                  "landscape", "grading")
