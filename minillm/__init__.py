@@ -22,7 +22,7 @@ name has one meaning, and every `__init__.py` maps its modules in reading order.
     finetune/    SFT, DPO, reward models, PPO, GRPO, PEFT, quantization
     scaling/     scaling laws with allocation, fits, prediction, the sweep runner
     cli/         the command line, one module per command; __main__.py runs it:
-                 python -m minillm {prepare,train,generate,eval,sweep} --help
+                 python -m minillm {prepare,train,generate,eval,finetune,sweep} --help
 
 Start here (each name is importable from `minillm`; `help(name)` documents it):
 

@@ -6,6 +6,7 @@
     python -m minillm train --data data/story --preset small --out runs/story --max_steps 2000 --lr 1e-3
     python -m minillm generate --run runs/story --prompt "Mia " --max_new_tokens 200 --temperature 0.8
     python -m minillm eval --run runs/mine --text my_heldout.txt        # loss, perplexity, bits per byte
+    python -m minillm finetune --base runs/mine --data pairs.jsonl --out runs/chat --merge   # LoRA, chat template
     python -m minillm sweep --size laptop --out bench/results/sweeps/laptop_isoflop.jsonl   # Survey §2.1
 
 `train` accepts every ModelConfig and TrainConfig field as an option (listed by --help with its comment and the
@@ -21,6 +22,7 @@ One module per command, each with `register(subparsers)` and its `cmd_*` functio
     cmd_train.py     train (resumes; DDP/FSDP under torchrun)
     cmd_generate.py  sample from a run folder
     cmd_eval.py      loss on a text file, benchmark tasks
+    cmd_finetune.py  LoRA-tune a run on a JSONL of conversations (minillm/finetune/recipe.py)
     cmd_sweep.py     scaling-law sweeps
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from minillm.cli import cmd_eval, cmd_generate, cmd_prepare, cmd_sweep, cmd_train, options
+from minillm.cli import cmd_eval, cmd_finetune, cmd_generate, cmd_prepare, cmd_sweep, cmd_train, options
 
 __all__ = ["build_parser", "main"]
 
@@ -44,6 +46,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     cmd_train.register(sub, size, preset)
     cmd_generate.register(sub)
     cmd_eval.register(sub)
+    cmd_finetune.register(sub)
     cmd_sweep.register(sub)
     return p
 

@@ -4,6 +4,7 @@ In reading order:
 
     tokenizer.py      CharTokenizer, BPETokenizer (HF tokenizers), load_tokenizer
     bpe_train.py      the teaching byte-level BPE trainer (train_bpe -> vocab, merges); bpe.py its ByteBPE codec
+    vocab.py          add_special_tokens: new special tokens for a trained tokenizer, old ids unchanged
     special_tokens.py reserved tokens (<|endoftext|>, chat roles) and how tokenizers keep them whole
     shards.py         the token-file format (header + uint16/uint32 ids), checked on read
     loader.py         batches from token arrays: get_batch, RandomLoader, SequentialLoader, DataSplits
@@ -30,7 +31,8 @@ from minillm.data.prepare import PreparedData
 from minillm.data.shards import read_header, read_shard, write_shard
 from minillm.data.sources import read_jsonl, read_text_files
 from minillm.data.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from minillm.data.vocab import add_special_tokens
 
-__all__ = ["ByteBPE", "train_bpe", "DataSplits", "RandomLoader", "SequentialLoader", "get_batch", "PreparedData",
+__all__ = ["add_special_tokens", "ByteBPE", "train_bpe", "DataSplits", "RandomLoader", "SequentialLoader", "get_batch", "PreparedData",
            "read_header", "read_shard", "write_shard", "read_jsonl", "read_text_files", "BPETokenizer",
            "CharTokenizer", "Tokenizer", "load_tokenizer"]

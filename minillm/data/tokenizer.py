@@ -85,12 +85,16 @@ class Tokenizer(abc.ABC):
 
 
 class CharTokenizer(Tokenizer):
-    """One id per character: ids 0..S-1 are the special tokens, then the text's characters in sorted order."""
+    """One id per character: ids 0..S-1 are the special tokens, then the text's characters in sorted order, then
+    any special tokens added later (`minillm.data.vocab.add_special_tokens`), so every earlier id keeps its meaning."""
 
     kind = "char"
 
-    def __init__(self, chars: Iterable[str], special_tokens: Iterable[str] = ()):
+    def __init__(self, chars: Iterable[str], special_tokens: Iterable[str] = (), *,
+                 added_special_tokens: Iterable[str] = ()):
         self._specials = check_special_tokens(special_tokens)
+        self._added = check_special_tokens(added_special_tokens)  # ids after the characters (grown vocabulary)
+        check_special_tokens(self._specials + self._added)  # distinct across both groups
         chars = list(chars)
         for c in chars:
             if not isinstance(c, str) or len(c) != 1:
@@ -100,11 +104,15 @@ class CharTokenizer(Tokenizer):
             raise ValueError("CharTokenizer vocabulary has repeated characters; build it with CharTokenizer.from_text")
         # A one-character special would be ambiguous with the same ordinary character: the special wins.
         self._chars = tuple(c for c in chars if c not in self._specials)
-        if not self._chars and not self._specials:
+        clash = [t for t in self._added if t in self._chars]
+        if clash:  # taking it over would change what the text's character means (its id)
+            raise ValueError(f"cannot add special token {clash[0]!r}: it is an ordinary character of this "
+                             f"vocabulary; choose a token text spelling no single character, e.g. '<|...|>'")
+        if not self._chars and not self._specials and not self._added:
             raise ValueError("CharTokenizer needs at least one character or special token")
-        self._itos: tuple[str, ...] = self._specials + self._chars  # id -> token
+        self._itos: tuple[str, ...] = self._specials + self._chars + self._added  # id -> token
         self._stoi: dict[str, int] = {s: i for i, s in enumerate(self._itos)}  # token -> id
-        self._special_re = special_token_pattern(self._specials)
+        self._special_re = special_token_pattern(self._specials + self._added)
 
     @classmethod
     def from_text(cls, text: str, special_tokens: Iterable[str] = ()) -> CharTokenizer:
@@ -126,11 +134,14 @@ class CharTokenizer(Tokenizer):
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
-        return self._specials
+        return self._specials + self._added
 
     @cached_property
     def hash(self) -> str:
-        return sha256_of({"kind": self.kind, "special_tokens": list(self._specials), "chars": list(self._chars)})
+        payload = {"kind": self.kind, "special_tokens": list(self._specials), "chars": list(self._chars)}
+        if self._added:  # only when present: a tokenizer without added tokens keeps the hash its shards carry
+            payload["added_special_tokens"] = list(self._added)
+        return sha256_of(payload)
 
     def token_to_id(self, token: str) -> int:
         if token not in self._stoi:
@@ -192,6 +203,11 @@ class CharTokenizer(Tokenizer):
 
     def save(self, path: str | os.PathLike) -> None:
         payload = {"kind": self.kind, "version": 1, "special_tokens": list(self._specials), "chars": list(self._chars)}
+        if self._added:  # version 2: tokens added after training, with their explicit ids
+            first = len(self._specials) + len(self._chars)
+            payload["version"] = 2
+            payload["added_tokens"] = [{"id": first + i, "content": t, "special": True}
+                                       for i, t in enumerate(self._added)]
         atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=1))
 
     @classmethod
@@ -200,7 +216,18 @@ class CharTokenizer(Tokenizer):
         if data.get("kind") != cls.kind or not isinstance(data.get("chars"), list):
             raise ValueError(f"{path} is not a saved CharTokenizer (kind={data.get('kind')!r}); "
                              "use load_tokenizer() to read any tokenizer file")
-        return cls(data["chars"], data.get("special_tokens", []))
+        added = data.get("added_tokens", [])
+        if not isinstance(added, list) or not all(isinstance(t, dict) and {"id", "content"} <= set(t)
+                                                  and t.get("special", True) is True for t in added):
+            raise ValueError(f"{path}: added_tokens must be a list of {{'id', 'content', 'special': true}} objects "
+                             "(a CharTokenizer adds special tokens only); re-create the file with CharTokenizer.save")
+        tok = cls(data["chars"], data.get("special_tokens", []), added_special_tokens=[t["content"] for t in added])
+        wrong = [t for t in added if tok._stoi[t["content"]] != t["id"]]
+        if wrong:  # ids are positional; a hand-edited file must not silently renumber them
+            raise ValueError(f"{path}: added token {wrong[0]['content']!r} is saved with id {wrong[0]['id']} but "
+                             f"would get id {tok._stoi[wrong[0]['content']]}; added ids follow the characters in "
+                             "order: re-create the file with CharTokenizer.save")
+        return tok
 
 
 # ---- Byte-level BPE through Hugging Face `tokenizers` ----------------------------------------

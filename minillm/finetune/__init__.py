@@ -8,6 +8,8 @@ adaptation.
     loop.py         `optimize`, the fine-tuning loop SFT, DPO and the reward model share (checkpoints, exact resume)
     sft_loop.py     the SFT micro-step (summed response NLL / constant / grad-accum steps, backward), a packed
                     (prompt, response) dataset with seeded batches, and a Trainer-free SFT loop a reader holds in mind
+    recipe.py       finetune_run: a run folder + a JSONL -> a LoRA-tuned run (chat tokens added, one conversation
+                    per row, merged or as an adapter); what `python -m minillm finetune` runs
     logprobs.py     per-token and per-sequence log-probabilities (float32) shared by DPO, PPO and GRPO
     dpo.py          DPO / IPO / SimPO losses and a DPO loop (§5.2, non-RL alignment)
     reward.py       reward model (GPT backbone + scalar head) and the Bradley-Terry loss (§5.2, RLHF step 2)
@@ -34,10 +36,12 @@ A minimal GRPO loop (a policy GPT, its tokenizer, equal-length prompts stacked i
 """
 from minillm.finetune.chat import (ASSISTANT, CHAT_TOKENS, END, ROLE_TAGS, SYSTEM, USER, ChatTemplate, as_messages,
                                    chat_tokenizer, check_messages, pad_batch, pair_fields, render_text)
-from minillm.finetune.sft import (IGNORE, SFT_TASKS, TASK_TEMPLATES, Conversation, example_to_conversation,
+from minillm.finetune.sft import (IGNORE, JSONL_SHAPES, SFT_TASKS, TASK_TEMPLATES, Conversation, example_to_conversation,
                                   instruction_data, load_jsonl, pack, problem_key, response_accuracy,
                                   sft_batches, sft_loss, task_templates, train_sft)
 from minillm.finetune.loop import epoch_sampler, optimize
+from minillm.finetune.recipe import FINETUNE_DEFAULTS, add_chat_tokens, finetune_run
+from minillm.model.resize import train_new_token_rows
 from minillm.finetune.policy_gradient import (PG_KINDS, PG_NORMALIZE, group_normalized_rewards, grpo_microbatch_step, masked_normalize,
                                               policy_gradient_loss, token_entropy)
 from minillm.finetune.sft_loop import EOS_TOKEN, PackedSFTDataset, sft_microbatch_step, train_sft_loop
@@ -60,7 +64,7 @@ from minillm.finetune.preferences import (CORRECT_BONUS, HARMFUL, HARM_PENALTY, 
                                           HiddenReward, answer_for, make_candidate, make_preference_pairs,
                                           perturb_answer, reward_model_agreement, user_text)
 
-__all__ = [
+__all__ = ["FINETUNE_DEFAULTS", "add_chat_tokens", "finetune_run", "train_new_token_rows", "JSONL_SHAPES", 
     "ASSISTANT", "CHAT_TOKENS", "END", "ROLE_TAGS", "SYSTEM", "USER", "ChatTemplate", "as_messages",
     "chat_tokenizer", "check_messages", "pad_batch", "pair_fields", "render_text",
     "IGNORE", "SFT_TASKS", "TASK_TEMPLATES", "Conversation", "example_to_conversation", "instruction_data",

@@ -21,8 +21,10 @@ last full window are dropped (`n_dropped_tokens`). Attention crosses documents i
 tells the model one ended. `labels` is always the next token; `loss_mask` says which targets count: all of them by
 default (plain packed LM training on the SFT text), or with response_only=True only response tokens and the EOS that
 ends each response (the model learns to answer and to stop, never to predict the prompt); windows with no response
-target are then dropped, since they carry no loss. For chat-formatted data (role tags, per-conversation rows) use
-`minillm.finetune.sft.pack`; its (x, y) batches also feed `train_sft_loop`.
+target are then dropped, since they carry no loss. `one_per_row=True` gives each document a window of its own
+instead (right-padded, padding never a target): better for a few short examples (see the class). For chat-formatted
+data (role tags, per-conversation rows) use `minillm.finetune.sft.pack`; its (x, y) batches also feed
+`train_sft_loop`.
 """
 from __future__ import annotations
 
@@ -113,12 +115,15 @@ class PackedSFTDataset:
 
     examples: (prompt, response) string pairs or {"prompt", "response"} dicts, packed in the order given.
     eos_id: the id appended after each document; by default the tokenizer's "<|endoftext|>" special token.
+    one_per_row=True: one document per window instead (right-padded with eos_id; padding is never a target), so
+    no example attends to another. Use it for few, short examples (issue #22: training exact match 34% packed vs
+    97% one per row on 32 pairs); keep packing (the default) for large corpora of long responses (throughput).
     Item i -> {"input_ids": (T,), "labels": (T,), "loss_mask": (T,) bool} with T = block_size; labels[t] is
     input_ids[t+1] of the token stream. For `model(x, targets)` use labels.masked_fill(~loss_mask, IGNORE).
     """
 
     def __init__(self, examples: Sequence[Any], tokenizer: Tokenizer, block_size: int, *, eos_id: int | None = None,
-                 seed: int = 0, response_only: bool = False):
+                 seed: int = 0, response_only: bool = False, one_per_row: bool = False):
         T = _positive_int("block_size", block_size)
         if not examples:
             raise ValueError("examples is empty: give at least one (prompt, response) pair")
@@ -130,29 +135,56 @@ class PackedSFTDataset:
             eos_id = tokenizer.token_to_id(EOS_TOKEN)
         if isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < tokenizer.vocab_size:
             raise ValueError(f"eos_id={eos_id!r} must be an int id in [0, {tokenizer.vocab_size})")
-        ids: list[int] = []
-        is_response: list[bool] = []  # per token of the stream: a response token or the EOS closing a response
+        docs: list[tuple[list[int], list[bool]]] = []  # per document: ids, and per token "a response token or its EOS"
         for i, ex in enumerate(examples):  # a loop over documents, not tokens
             prompt, response = _prompt_response(ex, i)
             p, r = tokenizer.encode(prompt), tokenizer.encode(response)  # separately, so the mask is exact
-            ids += [*p, *r, eos_id]
-            is_response += [False] * len(p) + [True] * (len(r) + 1)
-        if len(ids) < T + 1:
-            raise ValueError(f"the examples give {len(ids)} tokens (EOS included) but one window needs block_size + 1"
-                             f" = {T + 1}: add examples or lower block_size")
-        self.block_size, self.eos_id, self.seed, self.response_only = T, eos_id, seed, response_only
-        self.tokens = torch.tensor(ids, dtype=torch.long)  # (N,) the whole packed stream
-        n = (len(ids) - 1) // T
-        self.n_dropped_tokens = len(ids) - (n * T + 1)
-        # Window i = stream[i*T : i*T + T + 1]: neighbours share one token, so no target falls between windows.
-        windows = self.tokens[: n * T + 1].unfold(0, T + 1, T)  # (n, T+1)
-        flags = torch.tensor(is_response)[: n * T + 1].unfold(0, T + 1, T)[:, 1:]  # (n, T) per target
+            docs.append(([*p, *r, eos_id], [False] * len(p) + [True] * (len(r) + 1)))
+        self.block_size, self.eos_id, self.seed = T, eos_id, seed
+        self.response_only, self.one_per_row = response_only, one_per_row
+        if one_per_row:
+            windows, flags, in_doc = self._one_per_row(docs, T, eos_id)
+            self.tokens = torch.tensor([t for ids, _ in docs for t in ids], dtype=torch.long)  # (N,) all documents
+            self.n_dropped_tokens = 0
+        else:
+            ids = [t for d, _ in docs for t in d]
+            if len(ids) < T + 1:
+                raise ValueError(f"the examples give {len(ids)} tokens (EOS included) but one window needs "
+                                 f"block_size + 1 = {T + 1}: add examples, lower block_size or pass one_per_row=True")
+            self.tokens = torch.tensor(ids, dtype=torch.long)  # (N,) the whole packed stream
+            n = (len(ids) - 1) // T
+            self.n_dropped_tokens = len(ids) - (n * T + 1)
+            # Window i = stream[i*T : i*T + T + 1]: neighbours share one token, so no target falls between windows.
+            windows = self.tokens[: n * T + 1].unfold(0, T + 1, T)  # (n, T+1)
+            is_resp = torch.tensor([f for _, fl in docs for f in fl])
+            flags = is_resp[: n * T + 1].unfold(0, T + 1, T)[:, 1:]  # (n, T) per target
+            in_doc = torch.ones_like(flags)  # every target of the stream is a real token
+        n = len(windows)
         keep = flags.any(1) if response_only else torch.ones(n, dtype=torch.bool)  # (n,)
         if not bool(keep.any()):
             raise ValueError("no window holds a response token; raise block_size or check the responses")
         self.n_dropped_windows = int((~keep).sum())
         self._windows = windows[keep].contiguous()  # (n_kept, T+1)
-        self._mask = (flags[keep] if response_only else torch.ones(int(keep.sum()), T, dtype=torch.bool)).contiguous()
+        self._mask = (flags[keep] if response_only else in_doc[keep]).contiguous()  # (n_kept, T)
+
+    @staticmethod
+    def _one_per_row(docs: list[tuple[list[int], list[bool]]], T: int,
+                     pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each document alone in a window of T + 1 tokens, right-padded with `pad_id` -> windows (n, T+1), response
+        flags (n, T) and in-document flags (n, T) per target; a padding position is never a target."""
+        long = [i for i, (ids, _) in enumerate(docs) if len(ids) > T + 1]
+        if long:
+            raise ValueError(f"example {long[0]} has {len(docs[long[0]][0])} tokens (EOS included), more than "
+                             f"block_size + 1 = {T + 1}: with one_per_row=True each example must fit one window; "
+                             f"raise block_size, shorten it, or pack across examples (one_per_row=False)")
+        windows = torch.full((len(docs), T + 1), pad_id, dtype=torch.long)  # (n, T+1)
+        resp = torch.zeros(len(docs), T + 1, dtype=torch.bool)                # (n, T+1) per token
+        for i, (ids, fl) in enumerate(docs):  # a loop over documents; each is one slice assignment
+            windows[i, : len(ids)] = torch.tensor(ids)
+            resp[i, : len(ids)] = torch.tensor(fl)
+        lengths = torch.tensor([len(ids) for ids, _ in docs])  # (n,)
+        in_doc = torch.arange(1, T + 1)[None, :] < lengths[:, None]  # (n, T): target t+1 lies inside the document
+        return windows, resp[:, 1:], in_doc
 
     def __len__(self) -> int:
         return len(self._windows)

@@ -26,11 +26,11 @@ from minillm.train.trainer import Trainer
 from minillm.train.history import read_history
 from minillm.train.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, load_checkpoint_state,
                                       save_checkpoint)
-from minillm.train.rundir import load_run, save_run, write_run_config
+from minillm.train.rundir import load_run, save_adapter_run, save_run, write_run_config
 from minillm.train.distributed import Parallelism
 from minillm.train.progress import show_progress
 
-__all__ = ["show_progress", "train_step", "lm_loss", "StepResult", "AdamW", "build_optimizer", "param_groups", "lr_at", "lr_curve",
+__all__ = ["show_progress", "save_adapter_run", "train_step", "lm_loss", "StepResult", "AdamW", "build_optimizer", "param_groups", "lr_at", "lr_curve",
            "clip_grad_norm_", "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "read_history",
            "save_checkpoint", "load_checkpoint", "load_checkpoint_state", "latest_checkpoint", "list_checkpoints",
            "load_run", "save_run", "write_run_config",

@@ -12,6 +12,17 @@ RUN` and `Trainer(model, TrainConfig(out_dir=RUN), data, tokenizer=tok)` therefo
 `load_run(RUN) -> (model, tokenizer)` reads any such folder: one the CLI wrote, one the Trainer wrote, or one
 `save_run` wrote for a model changed after training (e.g. LoRA adapters merged into the weights with
 `minillm.finetune.peft.merge_lora`, which leaves a plain GPT with the base model's parameter names).
+
+An adapter run (`save_adapter_run`, what `python -m minillm finetune` writes without --merge) holds no full
+weights, only what fine-tuning changed, next to a pointer to its base run (Survey §5.3, LoRA):
+
+    RUN/config.json            {"model": the fine-tuned ModelConfig, ..., "adapter": {"base_run": "/abs/path",
+                                "base_checkpoint": step, "lora": {"rank", "alpha", ...}, "first_new_id": id|null}}
+    RUN/adapter.safetensors    every LoRA A and B ("blocks.0.attn.wq.lora_A", ...) and, when tokens were added,
+                               their embedding rows ("tok_emb.new_rows" (n, C); "lm_head.new_rows" if untied)
+
+load_run rebuilds it: the base run at that checkpoint, the vocabulary grown to the saved size, the new rows set,
+and each W += (alpha/rank) B A, which is `merge_lora`'s arithmetic, so the model equals the merged one exactly.
 """
 from __future__ import annotations
 
@@ -20,18 +31,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from torch import nn
 
 from minillm.config import ModelConfig, TrainConfig
 from minillm.data.tokenizer import Tokenizer, load_tokenizer
 from minillm.device import resolve_device
-from minillm.io import atomic_write_text
+from minillm.io import atomic_write, atomic_write_text
+from minillm.model.resize import resize_token_embeddings
 from minillm.model.transformer import GPT
 from minillm.train.checkpoint import (checkpoint_path, latest_checkpoint, load_checkpoint, load_checkpoint_state,
                                       save_checkpoint)
 
-CONFIG, TOKENIZER = "config.json", "tokenizer.json"
+CONFIG, TOKENIZER, ADAPTER = "config.json", "tokenizer.json", "adapter.safetensors"
+LORA_KEYS = (".lora_A", ".lora_B")  # state-dict suffixes of minillm.finetune.peft.LoRALinear's factors
 
 
 def check_tokenizer(tokenizer: Any, vocab_size: int) -> None:
@@ -119,8 +133,10 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     checkpoint directory), on `device` ("cpu", "cuda", "mps" or "auto"), in eval mode; call `.train()` or hand it
     to a Trainer to train it further. Its architecture is the ModelConfig saved inside the checkpoint, which is the
     config of exactly those weights (a model changed after training, e.g. with a resized vocabulary, keeps its own),
-    or config.json's where a checkpoint carries none. The tokenizer is RUN/tokenizer.json, or None when the run was
-    trained on bare token ids without one (pass `tokenizer=` to the Trainer so the folder carries it).
+    or config.json's where a checkpoint carries none. An adapter run (`save_adapter_run`) is rebuilt from its base
+    run with the LoRA factors merged in (a plain GPT, equal to `merge_lora`'s). The tokenizer is RUN/tokenizer.json,
+    or None when the run was trained on bare token ids without one (pass `tokenizer=` to the Trainer so the folder
+    carries it).
     """
     run = Path(path)
     if not run.is_dir():
@@ -137,10 +153,16 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         raise ValueError(f"{cfg_path} has no \"model\" object (a ModelConfig as a dict): it was not written by "
                          f"minillm; rewrite it with write_run_config")
-    ckpt = _find_checkpoint(run, checkpoint)
-    model_dict = load_checkpoint_state(ckpt).get("model_config") or saved["model"]
-    model = GPT(ModelConfig.from_dict(model_dict))
-    load_checkpoint(ckpt, model)  # a RuntimeError lists every tensor that does not fit
+    if saved.get("adapter") is not None:
+        if checkpoint is not None:
+            raise ValueError(f"{run} is an adapter run (config.json names a base run): it has no checkpoints to "
+                             f"choose from; leave checkpoint=None")
+        model, ckpt = _load_adapter_run(run, saved), run / ADAPTER
+    else:
+        ckpt = _find_checkpoint(run, checkpoint)
+        model_dict = load_checkpoint_state(ckpt).get("model_config") or saved["model"]
+        model = GPT(ModelConfig.from_dict(model_dict))
+        load_checkpoint(ckpt, model)  # a RuntimeError lists every tensor that does not fit
     tok_path = run / TOKENIZER
     tokenizer = load_tokenizer(tok_path) if tok_path.exists() else None
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
@@ -148,3 +170,88 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                          f"{model.config.vocab_size}: the tokenizer belongs to another model; save the matching one "
                          f"with write_run_config(..., tokenizer=...)")
     return model.to(resolve_device(device)).eval(), tokenizer
+
+
+# ---- adapter runs: LoRA factors (+ new token rows) next to a pointer to the base run ------------------------------
+
+def save_adapter_run(out_dir: str | os.PathLike, model: nn.Module, tokenizer: Tokenizer | None, *,
+                     base_run: str | os.PathLike, base_checkpoint: int, lora: dict, first_new_id: int | None = None,
+                     train_cfg: TrainConfig | None = None, **extra: Any) -> Path:
+    """Save a LoRA-tuned GPT (not merged) as an adapter run `load_run` rebuilds; returns OUT_DIR/adapter.safetensors.
+
+    base_run / base_checkpoint: the run and step the model was loaded from (load_run will take exactly that step);
+    lora: the LoRAConfig as a dict (`LoRAConfig.to_dict()`: rank and alpha give the scale); first_new_id: the first
+    token id added after the base run (the vocab_size before `resize_token_embeddings`), or None when none was.
+    """
+    cfg = getattr(getattr(model, "_orig_mod", model), "config", None)
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"model must carry a ModelConfig as .config (like minillm.GPT), got {type(cfg).__name__}")
+    if not isinstance(lora, dict) or not {"rank", "alpha"} <= set(lora):
+        raise TypeError(f"lora must be the LoRAConfig as a dict (LoRAConfig.to_dict()), got {lora!r}")
+    state = model.state_dict()
+    tensors = {k: v.detach().contiguous() for k, v in state.items() if k.endswith(LORA_KEYS)}
+    if not tensors:
+        raise ValueError("the model holds no LoRA factors (no *.lora_A / *.lora_B): apply_lora first, or save a "
+                         "plain (or merged) model with save_run")
+    if any(getattr(m, "merged", False) for m in model.modules()):
+        raise ValueError("a LoRA layer is merged into its weight; unmerge() it first, or merge_lora(model) and use "
+                         "save_run")
+    if first_new_id is not None:
+        if not 0 <= first_new_id < cfg.vocab_size:
+            raise ValueError(f"first_new_id={first_new_id} must be an id in [0, {cfg.vocab_size})")
+        emb = model.tok_emb.weight
+        head = getattr(model.lm_head, "base", model.lm_head).weight
+        tensors["tok_emb.new_rows"] = emb[first_new_id:cfg.vocab_size].detach().contiguous()  # (n, C)
+        if head is not emb:
+            tensors["lm_head.new_rows"] = head[first_new_id:cfg.vocab_size].detach().contiguous()
+    adapter = {"base_run": str(Path(base_run).resolve()), "base_checkpoint": int(base_checkpoint), "lora": lora,
+               "first_new_id": first_new_id, "file": ADAPTER}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    blob = safetensors.torch.save({k: v.cpu() for k, v in tensors.items()})
+    atomic_write(out / ADAPTER, lambda f: f.write(blob))  # before config.json, which names it
+    write_run_config(out, cfg, train_cfg, tokenizer, adapter=adapter, **extra)
+    return out / ADAPTER
+
+
+def _load_adapter_run(run: Path, saved: dict) -> nn.Module:
+    """The GPT of an adapter run: its base run at the saved checkpoint, grown and with the LoRA factors merged."""
+    info = saved["adapter"]
+    base = Path(info["base_run"])
+    if base.resolve() == run.resolve():
+        raise ValueError(f"{run / CONFIG} names itself as its base run: the folder is corrupt")
+    if not (base / CONFIG).is_file():
+        raise FileNotFoundError(f"{run} is a LoRA adapter on base run {base}, which is gone: restore that folder, or "
+                                f"re-run the fine-tuning with merge=True (--merge) so the run carries full weights")
+    model, _ = load_run(base, checkpoint=int(info["base_checkpoint"]))
+    cfg = ModelConfig.from_dict(saved["model"])
+    mine, theirs = cfg.to_dict(), model.config.to_dict()
+    changed = sorted(k for k in mine if k != "vocab_size" and mine[k] != theirs.get(k))
+    if changed:
+        raise ValueError(f"{run}'s model differs from its base run {base} in {changed}: the adapter belongs to "
+                         f"another base; restore the base run it was trained on")
+    resize_token_embeddings(model, cfg.vocab_size)
+    path = run / info.get("file", ADAPTER)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the adapter weights of {run} are missing")
+    tensors = safetensors.torch.load_file(str(path))
+    scale = float(info["lora"]["alpha"]) / int(info["lora"]["rank"])
+    with torch.no_grad():
+        first = info.get("first_new_id")
+        if first is not None:
+            model.tok_emb.weight[first:cfg.vocab_size] = tensors.pop("tok_emb.new_rows")
+            if "lm_head.new_rows" in tensors:
+                model.lm_head.weight[first:cfg.vocab_size] = tensors.pop("lm_head.new_rows")
+        for key in sorted(k for k in tensors if k.endswith(".lora_A")):
+            name = key[: -len(".lora_A")]
+            try:
+                layer, B = model.get_submodule(name), tensors[name + ".lora_B"]
+            except (AttributeError, KeyError):
+                raise ValueError(f"{path}: {key} has no matching layer {name!r} in the base model, or no lora_B: the "
+                                 f"adapter does not fit its base run {base}") from None
+            if layer.weight is model.tok_emb.weight:  # W += BA would change the input embeddings too
+                raise ValueError(f"{run}: LoRA on {name}, whose weight is tied to the token embedding; re-run the "
+                                 f"fine-tuning with merge=True (--merge)")
+            delta = (B @ tensors[key]) * scale  # (out, in): LoRALinear.delta_weight
+            layer.weight.copy_(layer.weight + delta.to(layer.weight.dtype))  # merge_lora's sum, so equal bit for bit
+    return model
