@@ -19,6 +19,7 @@ ACTIVATIONS = ("relu", "gelu", "swiglu", "geglu")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 ATTENTION_MASKS = ("causal", "prefix")
 ATTENTION_IMPLS = ("sdpa", "math")
+SPARSE_PATTERNS = ("strided", "fixed")
 KERNELS = ("torch", "triton")
 
 SCHEDULES = ("cosine", "wsd", "linear", "constant")
@@ -83,6 +84,8 @@ class ModelConfig(_Config):
     tie_embeddings: bool = True  # share token embedding and output projection weights
     attn_impl: str = "sdpa"  # sdpa (fused, FlashAttention on CUDA) | math (explicit, for teaching); equal results
     sliding_window: int | None = None  # if set, each query sees at most this many previous tokens
+    sparse_attention: str | None = None  # None (dense) | strided | fixed: Sparse Transformer masks (model/sparse.py)
+    sparse_block: int = 16  # sparse_attention's stride (strided) or block length (fixed); ~sqrt(block_size) is typical
     init_std: float = 0.02  # std of the normal init; residual projections are scaled by 1/sqrt(2*n_layer)
     kernels: str = "torch"  # torch | triton (fused Triton kernels: CUDA, or the CPU interpreter; see minillm.kernels)
     n_expert: int = 0  # mixture-of-experts: experts per MLP layer; 0 = dense MLP (Survey §4.2.1)
@@ -135,6 +138,7 @@ class ModelConfig(_Config):
         _positive(n, "init_std", self.init_std)
         if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
             raise ValueError(f"{n}.sliding_window={self.sliding_window!r} must be None or a positive integer")
+        self._check_sparse()
         for flag in ("qk_norm", "activation_checkpointing"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{n}.{flag}={getattr(self, flag)!r} must be True or False")
@@ -145,6 +149,27 @@ class ModelConfig(_Config):
             raise ValueError(f"{n}.pad_vocab_multiple={pad!r} must be None (no padding) or a positive integer "
                              f"(64 suits GPUs)")
         self._check_moe()
+
+    def _check_sparse(self) -> None:
+        n = "ModelConfig"
+        if self.sparse_attention is not None and self.sparse_attention not in SPARSE_PATTERNS:
+            raise ValueError(f"{n}.sparse_attention={self.sparse_attention!r} is not valid; choose None (dense "
+                             f"attention) or one of {', '.join(SPARSE_PATTERNS)}")
+        b = self.sparse_block
+        if not isinstance(b, int) or isinstance(b, bool) or b <= 0:
+            raise ValueError(f"{n}.sparse_block={b!r} must be a positive integer (the stride or block length)")
+        if self.sparse_attention is None:
+            return
+        # A sparse pattern is one causal mask; with another mask there is no single meaning, so refuse rather than
+        # let one silently win.
+        if self.sliding_window is not None:
+            raise ValueError(f"{n}: sparse_attention={self.sparse_attention!r} and sliding_window="
+                             f"{self.sliding_window} both restrict attention; set one of them (the strided "
+                             "pattern already contains a local window of sparse_block tokens)")
+        if self.attention_mask != "causal":
+            raise ValueError(f"{n}: sparse_attention={self.sparse_attention!r} is a causal pattern, but "
+                             f"attention_mask={self.attention_mask!r}; use attention_mask='causal' (an "
+                             "encoder-decoder's bidirectional encoder cannot use a sparse pattern either)")
 
     def _check_moe(self) -> None:
         n = "ModelConfig"

@@ -8,4 +8,6 @@ In reading order:
     studies_attention.py  sliding windows; MHA / GQA / MQA cache and decode speed
     studies_arch.py       causal vs prefix vs encoder-decoder; prefix continuation; mixture of experts
     plots_attention.py    the figures of those two
+    studies_sparse.py     sparse attention: pairs and kernel tiles against T; dense vs strided vs fixed on the small run
+    plots_sparse.py       the sparse patterns as images and their cost against context length
 """

@@ -5,7 +5,7 @@ what separates a causal decoder from a prefix decoder). Two interchangeable path
 `attn_impl="math"` spells out softmax(q k^T / sqrt(d) + bias) v for teaching, `attn_impl="sdpa"` calls
 torch's fused `scaled_dot_product_attention` (FlashAttention kernels on CUDA). Tests check they agree.
 
-Boolean masks mean True = may attend.
+Boolean masks mean True = may attend. The sparse patterns (ModelConfig.sparse_attention) are built in sparse.py.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from minillm import kernels
 from minillm.config import ModelConfig
 from minillm.model.layers import RMSNorm, softmax
 from minillm.model.position import alibi_slopes, apply_rope_cached
+from minillm.model.sparse import sparse_mask
 
 # ---------------------------------------------------------------------------------------------------------
 # Functional attention and masks.
@@ -233,7 +234,7 @@ class Attention(nn.Module):
         return mask & (pad_mask[:, None, None, :] | own)  # (B, 1, T, Tk)
 
     def _base_mask(self, T: int, T_k: int, offset: int, prefix_len, device) -> torch.Tensor | None:
-        """The causal / prefix / sliding-window mask shared by every row, or None when none is needed."""
+        """The causal / prefix / sliding-window / sparse mask shared by every row, or None when none is needed."""
         cfg = self.cfg
         if cfg.attention_mask == "prefix" and prefix_len is not None:
             if offset or T != T_k:
@@ -241,6 +242,8 @@ class Attention(nn.Module):
             return prefix_mask(T, prefix_len, device=device)
         if cfg.sliding_window is not None:
             return sliding_window_mask(T, cfg.sliding_window, T_k, offset, device=device)
+        if cfg.sparse_attention is not None:  # Sparse Transformer's strided / fixed pattern (model/sparse.py)
+            return sparse_mask(cfg.sparse_attention, T, cfg.sparse_block, T_k, offset, device=device)
         if T == 1:
             return None  # one new query may see every cached key
         return causal_mask(T, T_k, offset, device=device)
@@ -270,9 +273,12 @@ class Attention(nn.Module):
                 raise ValueError("attn_impl='math' has no attention dropout; use attn_impl='sdpa' or dropout=0")
             return scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
         if bias is None and mask is not None and mask.dim() == 2 and offset == 0 and T == T_k \
-                and self.cfg.attention_mask == "causal" and self.cfg.sliding_window is None:
+                and self.cfg.attention_mask == "causal" and self.cfg.sliding_window is None \
+                and self.cfg.sparse_attention is None:
             # the plain causal case: let SDPA pick its fused causal kernel (FlashAttention on CUDA)
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=gqa)
+        # Any other mask (window, sparse pattern, padding, cache) goes to SDPA as given: correct, though its fused
+        # kernels then compute every tile, masked or not (a block-sparse kernel would skip the empty ones).
         if bias is not None:  # fold the boolean mask into the additive bias
             attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         else:

@@ -80,7 +80,8 @@ def _permute_heads(w: torch.Tensor, n_heads: int, perm: torch.Tensor) -> torch.T
 def _export_problems(cfg: ModelConfig) -> list[str]:
     """What keeps cfg from being a HF Llama, one readable item per difference."""
     want = {"norm": "rmsnorm", "norm_position": "pre", "activation": "swiglu", "position": "rope",
-            "attention_mask": "causal", "bias": False, "qk_norm": False, "n_expert": 0, "sliding_window": None}
+            "attention_mask": "causal", "bias": False, "qk_norm": False, "n_expert": 0, "sliding_window": None,
+            "sparse_attention": None}
     return [f"{name}={getattr(cfg, name)!r} (Llama needs {value!r})"
             for name, value in want.items() if getattr(cfg, name) != value]
 
