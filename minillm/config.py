@@ -18,7 +18,7 @@ NORM_POSITIONS = ("pre", "post", "sandwich")
 ACTIVATIONS = ("relu", "gelu", "swiglu", "geglu")
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 ATTENTION_MASKS = ("causal", "prefix")
-ATTENTION_IMPLS = ("sdpa", "math")
+ATTENTION_IMPLS = ("sdpa", "math", "flash")
 SPARSE_PATTERNS = ("strided", "fixed")
 KERNELS = ("torch", "triton")
 
@@ -82,7 +82,7 @@ class ModelConfig(_Config):
     norm_eps: float = 1e-5  # epsilon inside the norms
     rope_theta: float = 10000.0  # RoPE base; larger = longer wavelengths (context extension)
     tie_embeddings: bool = True  # share token embedding and output projection weights
-    attn_impl: str = "sdpa"  # sdpa (fused, FlashAttention on CUDA) | math (explicit, for teaching); equal results
+    attn_impl: str = "sdpa"  # sdpa (torch fused) | math (explicit, for teaching) | flash (minillm Triton FlashAttention-2)
     sliding_window: int | None = None  # if set, each query sees at most this many previous tokens
     sparse_attention: str | None = None  # None (dense) | strided | fixed: Sparse Transformer masks (model/sparse.py)
     sparse_block: int = 16  # sparse_attention's stride (strided) or block length (fixed); ~sqrt(block_size) is typical
@@ -149,6 +149,7 @@ class ModelConfig(_Config):
             raise ValueError(f"{n}.pad_vocab_multiple={pad!r} must be None (no padding) or a positive integer "
                              f"(64 suits GPUs)")
         self._check_moe()
+        self._check_flash()
 
     def _check_sparse(self) -> None:
         n = "ModelConfig"
@@ -170,6 +171,24 @@ class ModelConfig(_Config):
             raise ValueError(f"{n}: sparse_attention={self.sparse_attention!r} is a causal pattern, but "
                              f"attention_mask={self.attention_mask!r}; use attention_mask='causal' (an "
                              "encoder-decoder's bidirectional encoder cannot use a sparse pattern either)")
+
+    def _check_flash(self) -> None:
+        """attn_impl='flash' runs minillm's FlashAttention-2 kernel: plain causal attention (with GQA and a KV cache)
+        and nothing else, so every option that changes the scores is refused here, not ignored at run time."""
+        if self.attn_impl != "flash":
+            return
+        n = "ModelConfig"
+        other = [f"{k}={v!r}" for k, v in (("position", self.position), ("attention_mask", self.attention_mask),
+                                            ("sliding_window", self.sliding_window),
+                                            ("sparse_attention", self.sparse_attention))
+                 if (k, v) in (("position", "alibi"), ("attention_mask", "prefix"))
+                 or (k in ("sliding_window", "sparse_attention") and v is not None)]
+        if other:
+            raise ValueError(f"{n}: attn_impl='flash' computes plain causal attention, but {', '.join(other)} changes "
+                             "the scores; use attn_impl='sdpa' (or 'math') for that")
+        if self.head_dim > 128:
+            raise ValueError(f"{n}: attn_impl='flash' supports head dims up to 128, got n_embd // n_head = "
+                             f"{self.head_dim}; use more heads or attn_impl='sdpa'")
 
     def _check_moe(self) -> None:
         n = "ModelConfig"

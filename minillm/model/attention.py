@@ -1,9 +1,11 @@
 """Self-attention: MHA/GQA/MQA, attention masks, KV cache.
 
 Survey §4.2.2 (attention: full, sparse, multi-query/grouped-query, FlashAttention) and §4.2.1 (the mask is
-what separates a causal decoder from a prefix decoder). Two interchangeable paths compute the same thing:
+what separates a causal decoder from a prefix decoder). Three interchangeable paths compute the same thing:
 `attn_impl="math"` spells out softmax(q k^T / sqrt(d) + bias) v for teaching, `attn_impl="sdpa"` calls
-torch's fused `scaled_dot_product_attention` (FlashAttention kernels on CUDA). Tests check they agree.
+torch's fused `scaled_dot_product_attention` (FlashAttention kernels on CUDA), and `attn_impl="flash"` runs
+minillm's own FlashAttention-2 Triton kernel (minillm/kernels/flash_attention.py; plain causal attention only,
+on CUDA or under the Triton interpreter). Tests check they agree.
 
 Boolean masks mean True = may attend. The sparse patterns (ModelConfig.sparse_attention) are built in sparse.py.
 """
@@ -272,6 +274,8 @@ class Attention(nn.Module):
             if dropout:
                 raise ValueError("attn_impl='math' has no attention dropout; use attn_impl='sdpa' or dropout=0")
             return scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
+        if self.cfg.attn_impl == "flash":
+            return self._flash(q, k, v, offset, pad_mask, dropout)
         if bias is None and mask is not None and mask.dim() == 2 and offset == 0 and T == T_k \
                 and self.cfg.attention_mask == "causal" and self.cfg.sliding_window is None \
                 and self.cfg.sparse_attention is None:
@@ -284,6 +288,21 @@ class Attention(nn.Module):
         else:
             attn_mask = mask
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, enable_gqa=gqa)
+
+    def _flash(self, q, k, v, offset: int, pad_mask: torch.Tensor | None, dropout: float) -> torch.Tensor:
+        """minillm's FlashAttention-2 kernel (kernels/flash_attention.py): q (B, H, T, D), k/v (B, Hkv, Tk, D) ->
+        (B, H, T, D). Its causal mask aligns the queries to the end of the keys, which is where a KV cache puts
+        them (offset = Tk - T); the config already refused every option that changes the scores."""
+        if pad_mask is not None:
+            raise ValueError("attn_impl='flash' has no padding mask (left-padded batches): use attn_impl='sdpa' for "
+                             "generate_batch")
+        if dropout:
+            raise ValueError("attn_impl='flash' has no attention dropout: set dropout=0, call model.eval(), or use "
+                             "attn_impl='sdpa'")
+        if offset != k.size(2) - q.size(2):
+            raise ValueError(f"attn_impl='flash' needs the queries at the end of the keys (offset {offset}, "
+                             f"{q.size(2)} queries, {k.size(2)} keys)")
+        return kernels.ops.flash_attention(q, k, v, causal=True)
 
     def _custom_attend(self, q, k, v, mask: torch.Tensor, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
         """Call the custom fn with the mask and whichever of bias / dropout_p it takes; refuse if it lacks one

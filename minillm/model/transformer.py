@@ -69,7 +69,7 @@ class GPT(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.kernels == "triton":
+        if cfg.kernels == "triton" or cfg.attn_impl == "flash":
             kernels.require_triton()  # a clear error now, not at the first forward
         self.config = cfg
         # kernels="triton": with targets, the loss comes from the fused lm_head + cross-entropy kernel and the
