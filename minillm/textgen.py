@@ -22,10 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from minillm.data.special_tokens import special_token_pattern
+from minillm.data.special_tokens import EOS_TOKEN, special_token_pattern
 from minillm.data.tokenizer import encode_array
 from minillm.finetune.chat import END, ChatTemplate, as_messages
-from minillm.finetune.sft_loop import EOS_TOKEN
 from minillm.generate import stream
 
 __all__ = ["END_TOKENS", "generate_text", "unknown_characters"]

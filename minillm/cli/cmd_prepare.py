@@ -10,9 +10,10 @@ from pathlib import Path
 
 from minillm.data import sources, synthetic
 from minillm.data.prepare import prepare
+from minillm.data.special_tokens import EOS_TOKEN
 from minillm.data.tokenizer import BPETokenizer, CharTokenizer
 
-EOS = "<|endoftext|>"
+EOS = EOS_TOKEN
 TEXT_SPLITS = ("file", "paragraph", "line")
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+EOS_TOKEN = "<|endoftext|>"  # the end of a document: prepare, packing and generation all use this one string
+
 
 def sha256_of(payload: Any) -> str:
     """Stable hex digest of a JSON-serialisable payload (sorted keys, no whitespace, UTF-8)."""

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from minillm.data.special_tokens import EOS_TOKEN  # the special token looked up when eos_id is not given
 from minillm.data.tokenizer import Tokenizer
 from minillm.device import resolve_device
 from minillm.finetune.logprobs import logprobs_from_logits, model_logits
@@ -44,7 +45,6 @@ from minillm.train.optim import clip_grad_norm_
 
 __all__ = ["EOS_TOKEN", "sft_microbatch_step", "PackedSFTDataset", "train_sft_loop"]
 
-EOS_TOKEN = "<|endoftext|>"  # the special token looked up when eos_id is not given
 
 
 def _positive_int(name: str, v: Any) -> int:
