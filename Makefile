@@ -69,7 +69,7 @@ test: $(STAMP)  ## run the package tests and every notebook (nbval), at the smal
 # runs its CPU rehearsal (tests/test_gpu_check.py: --smoke).
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 GPU_CHECK_OUT ?= bench/results/gpu/$(shell date -u +%Y-%m-%dT%H%M%SZ)
-gpu-check:  ## on a CUDA GPU: gpu tests, MFU and kernel benches, DDP smoke run (<= 8 min) into bench/results/gpu/
+gpu-check:  ## on a CUDA GPU: gpu tests, attention, MFU and kernel benches, DDP smoke run (<= 8 min) into bench/results/gpu/
 	PYTHONPATH=. $(GPU_PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT)
 
 labs: $(STAMP)  ## regenerate the student notebooks in labs/ from labs/solutions/

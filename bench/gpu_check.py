@@ -1,26 +1,35 @@
-"""One command for a first (and short) GPU lease: every gpu-marked test, the MFU and kernel benches and a DDP run.
+"""One command for a first (and short) GPU lease: every gpu-marked test, the attention, MFU and kernel benches, DDP.
 
-Issue #20: no line of minillm had run on CUDA. This runs everything that needs a GPU in at most --budget-s (480 s),
-each part as a subprocess under its own time limit, and keeps every figure on disk the moment it is measured:
+Survey §4.3 (efficient training). Issue #20: no line of minillm had run on CUDA. This runs everything that needs a
+GPU in at most --budget-s (480 s), each part as a subprocess under its own time limit, and keeps every figure on
+disk the moment it is measured:
 
     PYTHONPATH=. python bench/gpu_check.py --out bench/results/gpu/<date>   # on one CUDA GPU; or `make gpu-check`
     python bench/gpu_check.py --smoke --out /tmp/gpu_check                 # no GPU: every stage tiny on the CPU
 
-Stages, in this order (cheapest and likeliest to break first; the two benches stop themselves inside their limit):
+Stages, in this order (cheapest and likeliest to break first; the benches stop themselves inside their limit), with
+their planned limits in seconds (scaled to --budget-s; STAGES below):
 
-    tests    python -m pytest -m gpu tests: every gpu-marked test (pytest-timeout's --timeout when installed)
-    ddp      python -m minillm prepare (200 documents), then torchrun --nproc_per_node=1 -m minillm train
-             --parallel ddp --device cuda: the Trainer under DDP with NCCL (smoke: --device cpu, gloo)
-    mfu      bench/mfu.py: GPT-2 124M eager, compile, compile + our kernels, then the Llama-style block; tokens/s,
-             MFU, peak memory, graph breaks (torch._dynamo.explain; TORCH_LOGS=graph_breaks,recompiles in mfu.log)
-    kernels  bench/kernels.py: ours vs eager, torch.compile and Liger (when importable), most informative sizes first
+    tests        (90) python -m pytest -m gpu tests: every gpu-marked test but FlashAttention's (pytest-timeout's
+                 --timeout when installed)
+    ddp          (40) python -m minillm prepare (200 documents), then torchrun --nproc_per_node=1 -m minillm train
+                 --parallel ddp --device cuda: the Trainer under DDP with NCCL (smoke: --device cpu, gloo)
+    flash_tests  (55) the gpu tests of FlashAttention's Triton kernels (tests/minillm/kernels/
+                 test_flash_attention_gpu.py): its own limit, since each dtype, head dim and mask compiles kernels
+    attention    (70) bench/attention_bench.py: ours vs SDPA's flash, cuDNN and efficient backends and eager;
+                 T=4096, D=128 first (issue #23's goal: fwd+bwd >= 0.9x the best SDPA backend), memory vs T next
+    mfu          (160) bench/mfu.py: GPT-2 124M eager, compile, compile + our kernels, then the Llama-style block;
+                 tokens/s, MFU, peak memory, graph breaks (torch._dynamo.explain; TORCH_LOGS=graph_breaks,
+                 recompiles in mfu.log)
+    kernels      (65) bench/kernels.py: ours vs eager, torch.compile and Liger (when importable), most informative
+                 sizes first
 
 A stage that passes its limit gets SIGTERM (the benches then write their run record), GRACE_S later SIGKILL for
 its whole process tree; it is recorded as "timeout" and the next stage runs. Time a stage leaves unused passes to
 the next. DIR receives, as they happen: stages.jsonl (a header with the provenance: command, date, versions, git
 commit, device; then one line per finished stage with its figures), <stage>.log (the stage's output), gpu_tests.xml
-(JUnit), mfu.jsonl and kernels.jsonl (a line per measured row, see bench/_live.py), ddp_history.jsonl, and at the
-end summary.md (also printed).
+and flash_tests.xml (JUnit), attention.jsonl, mfu.jsonl and kernels.jsonl (a line per measured row, see
+bench/_live.py), ddp_history.jsonl, and at the end summary.md (also printed; bench/_gpu_summary.py writes it).
 
 Nothing is installed and nothing is downloaded: it runs with the machine's own torch (CUDA build >= 2.5), triton
 (>= 3.1) and Python (3.10-3.12), importing minillm from this checkout (PYTHONPATH is set for every subprocess).
@@ -45,6 +54,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # the benches' modules, also when imported from elsewhere
+from _gpu_summary import stage_line, summary_markdown  # noqa: E402
+
+FLASH_TESTS = "tests/minillm/kernels/test_flash_attention_gpu.py"
 BUDGET_S = 480.0  # 8 minutes: a lease of 15 minutes also pays for starting the machine and copying the checkout
 GRACE_S, SMOKE_GRACE_S = 15.0, 3.0  # after SIGTERM, before SIGKILL
 BENCH_MARGIN_S = 25.0  # a bench's --budget-s is its stage's limit minus this: imports, CUDA start, the last record
@@ -67,21 +80,33 @@ def _version(text: str) -> tuple[int, ...]:
 
 # --------------------------------------------------------------------------------------------- the stages
 
-def tests_commands(args: argparse.Namespace, work: Path, limit: float) -> list[list[str]]:
+def pytest_command(args: argparse.Namespace, junit: str, dist: str) -> list[str]:
+    """pytest for the gpu-marked tests, JUnit XML to `junit` in --out; on a GPU with a per-test timeout and, with
+    pytest-xdist, 4 processes distributed by `dist` (Triton compiles on 4 processes at once; one GPU holds them)."""
     import importlib.util
 
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-p", "no:cacheprovider", "--continue-on-collection-errors",
-           f"--junitxml={args.out / 'gpu_tests.xml'}"]
+           f"--junitxml={args.out / junit}"]
     if not args.smoke and importlib.util.find_spec("pytest_timeout") is not None:
         cmd.append("--timeout=120")  # one hung kernel must not take the whole stage
     if not args.smoke and importlib.util.find_spec("xdist") is not None:
-        cmd += ["-n", "4", "--dist", "loadfile"]  # Triton compiles on 4 processes at once; one GPU holds them all
+        cmd += ["-n", "4", "--dist", dist]
+    return cmd
+
+
+def tests_commands(args: argparse.Namespace, work: Path, limit: float) -> list[list[str]]:
     # smoke: one file whose gpu tests all skip without CUDA (collecting every test file alone takes ~15 s)
-    return [cmd + (["tests/minillm/kernels/test_rmsnorm.py"] if args.smoke else ["tests"])]
+    return [pytest_command(args, "gpu_tests.xml", "loadfile") +
+            (["tests/minillm/kernels/test_rmsnorm.py"] if args.smoke else ["tests", f"--ignore={FLASH_TESTS}"])]
 
 
-def tests_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
-    xml = out / "gpu_tests.xml"
+def flash_tests_commands(args: argparse.Namespace, work: Path, limit: float) -> list[list[str]]:
+    # --dist load: one file's cases spread over the processes (loadfile would give them all to one)
+    return [pytest_command(args, "flash_tests.xml", "load") + [FLASH_TESTS]]
+
+
+def junit_figures(xml: Path, log: Path) -> dict[str, Any]:
+    """Counts and failing tests from pytest's JUnit XML, or from its -v log when it was killed before writing it."""
     if xml.is_file():
         suites = ET.parse(xml).getroot()
         suites = [suites] if suites.tag == "testsuite" else list(suites)
@@ -90,10 +115,17 @@ def tests_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, 
                   for s in suites for c in s.iter("testcase") for bad in c if bad.tag in ("failure", "error")]
         return {"passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"], "failed": n["failures"],
                 "errors": n["errors"], "skipped": n["skipped"], "failing": failed[:30]}
-    # no XML (the stage was killed): count pytest -v's lines so far
-    text = (out / "tests.log").read_text(errors="replace") if (out / "tests.log").is_file() else ""
+    text = log.read_text(errors="replace") if log.is_file() else ""
     counts = {k.lower(): len(re.findall(rf"\b{k}\b", text)) for k in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
     return {**counts, "failing": re.findall(r"(\S+::\S+) FAILED", text)[:30], "partial": True}
+
+
+def tests_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
+    return junit_figures(out / "gpu_tests.xml", out / "tests.log")
+
+
+def flash_tests_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
+    return junit_figures(out / "flash_tests.xml", out / "flash_tests.log")
 
 
 def ddp_commands(args: argparse.Namespace, work: Path, limit: float) -> list[list[str]]:
@@ -162,13 +194,27 @@ def mfu_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, An
             "run_record": run is not None}
 
 
+def attention_commands(args: argparse.Namespace, work: Path, limit: float) -> list[list[str]]:
+    return [[sys.executable, "bench/attention_bench.py", "--out", str(args.out / "attention.jsonl"),
+             "--budget-s", bench_budget(args, limit), *(["--smoke"] if args.smoke else [])]]
+
+
+def attention_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
+    from attention_bench import summarize  # the bench's own summary (headline, ratios, memory growth) of the rows
+
+    rows, run = _run_rows(out / "attention.jsonl")
+    failed = [f"T={r['T']} D={r['D']} {r['impl']}: {r['status']}: {r['reason']}"[:300] for r in rows
+              if r["status"] in ("error", "oom")]
+    return {"rows": len(rows), "summary": summarize(rows) if rows else None, "failed": failed,
+            "skipped_items": len(run["skipped_items"]) if run else None, "run_record": run is not None}
+
+
 def kernels_commands(args: argparse.Namespace, work: Path, limit: float) -> list[list[str]]:
     return [[sys.executable, "bench/kernels.py", "--out", str(args.out / "kernels.jsonl"),
              "--budget-s", bench_budget(args, limit), *(["--smoke"] if args.smoke else [])]]
 
 
 def kernels_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "bench"))
     from kernels import summarize  # the bench's own geometric means, over the rows on disk
 
     rows, run = _run_rows(out / "kernels.jsonl")
@@ -179,12 +225,15 @@ def kernels_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str
 
 
 # Planned limits (GPU, smoke) in seconds, scaled to --budget-s. mfu gets the most: two cold Inductor compilations
-# of GPT-2 124M (forward and backward) before compile-triton is measured.
+# of GPT-2 124M (forward and backward) before compile-triton is measured. attention's 70 s leave its bench 45 s
+# (BENCH_MARGIN_S): stage 1 (T=4096, D=128) and the memory sweep, kernels compiled by flash_tests just before.
 STAGES = [
-    Stage("tests", 120, 60, tests_commands, tests_figures, {"MINILLM_SIZE": "ci"}),
-    Stage("ddp", 50, 60, ddp_commands, ddp_figures, {"NCCL_DEBUG": "VERSION"}),
-    Stage("mfu", 200, 60, mfu_commands, mfu_figures, {"TORCH_LOGS": "graph_breaks,recompiles"}),
-    Stage("kernels", 110, 60, kernels_commands, kernels_figures),
+    Stage("tests", 90, 60, tests_commands, tests_figures, {"MINILLM_SIZE": "ci"}),
+    Stage("ddp", 40, 60, ddp_commands, ddp_figures, {"NCCL_DEBUG": "VERSION"}),
+    Stage("flash_tests", 55, 30, flash_tests_commands, flash_tests_figures, {"MINILLM_SIZE": "ci"}),
+    Stage("attention", 70, 60, attention_commands, attention_figures),
+    Stage("mfu", 160, 60, mfu_commands, mfu_figures, {"TORCH_LOGS": "graph_breaks,recompiles"}),
+    Stage("kernels", 65, 60, kernels_commands, kernels_figures),
 ]
 
 
@@ -235,87 +284,6 @@ def run_stage(stage: Stage, args: argparse.Namespace, limit_s: float, env: dict[
     return {"stage": stage.name, "status": status, "rc": rc, "seconds": round(time.monotonic() - t0, 1),
             "limit_s": round(limit_s, 1), "commands": [" ".join(c) for c in commands], "log": log.name,
             "figures": figures}
-
-
-# --------------------------------------------------------------------------------------------- summary
-
-def _f(v: Any, spec: str = ".3g") -> str:
-    return "" if v is None else format(v, spec)
-
-
-def _tests_line(f: dict[str, Any]) -> str:
-    text = ", ".join(f"{f.get(k, 0)} {k}" for k in ("passed", "failed", "errors", "skipped") if k in f)
-    return text + (" (counted from the log: the stage was stopped)" if f.get("partial") else "")
-
-
-def _ddp_line(f: dict[str, Any]) -> str:
-    if "steps" not in f:
-        return f"no training history (backend {f['backend']}); see ddp.log"
-    return (f"{f['steps']} steps on 1 process, {f['backend']}, final loss {f['final_loss']:.3f}, "
-            f"{_f(f.get('tok_per_s'), ',.0f')} tokens/s")
-
-
-def _mfu_line(f: dict[str, Any]) -> str:
-    ok = [x["variant"] for x in f["rows"] if not x.get("error")]
-    bad = [x["variant"] for x in f["rows"] if x.get("error")]
-    return (f"measured: {', '.join(ok) or 'none'}" + (f"; failed: {', '.join(bad)}" if bad else "") +
-            (f"; skipped: {', '.join(f['skipped'])}" if f.get("skipped") else "") +
-            ("" if f["run_record"] else "; no run record (stopped hard)"))
-
-
-def _kernels_line(f: dict[str, Any]) -> str:
-    return (f"{f['sizes']} sizes, {f['rows']} rows" + (f", {len(f['failed'])} failed" if f["failed"] else "") +
-            (f", {f['skipped_sizes']} sizes skipped (budget)" if f.get("skipped_sizes") else "") +
-            ("" if f["run_record"] else "; no run record (stopped hard)"))
-
-
-LINES = {"tests": _tests_line, "ddp": _ddp_line, "mfu": _mfu_line, "kernels": _kernels_line}
-
-
-def stage_line(r: dict[str, Any]) -> str:
-    """One line of what a stage found, for the table."""
-    f = r["figures"]
-    if "error" in f and len(f) == 1:
-        return f["error"]
-    return LINES[r["stage"]](f) if r["stage"] in LINES else json.dumps(f)[:200]
-
-
-def summary_markdown(header: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    prov = header["provenance"]
-    v, git = prov["versions"], prov.get("git") or {}
-    lines = [f"# GPU check{' (smoke: CPU, tiny; no figure here is a measurement)' if header['smoke'] else ''}", "",
-             f"{prov['date']} on {header['device']}; commit {git.get('commit', '?')}"
-             f"{' (uncommitted changes)' if git.get('dirty') else ''}; python {v['python']}, torch {v['torch']} "
-             f"(CUDA {v['cuda']}), triton {v['triton']}; `{prov['command']}`; budget {header['budget_s']:.0f} s", "",
-             "| stage | status | seconds | limit s | result |", "|---|---|---|---|---|"]
-    lines += [f"| {r['stage']} | {r['status']} | {r['seconds']:.0f} | {r['limit_s']:.0f} | {stage_line(r)} |"
-              for r in results]
-    by = {r["stage"]: r["figures"] for r in results}
-    mfu_rows = by.get("mfu", {}).get("rows") or []
-    if mfu_rows:
-        lines += ["", "## MFU (bench/mfu.py)", "", "| variant | tokens/s | step ms | MFU % | peak GB | final loss | "
-                  "graph breaks | first break |", "|---|---|---|---|---|---|---|---|"]
-        for x in mfu_rows:
-            mfu = x.get("error") or _f(None if x["mfu"] is None else 100 * x["mfu"], ".1f")
-            lines.append(f"| {x['variant']} | {_f(x['tok_per_s'], ',.0f')} | {_f(x['step_ms'], '.1f')} | {mfu} | "
-                         f"{_f(x['peak_mem_gb'], '.1f')} | {_f(x['final_loss'], '.3f')} | {_f(x['graph_breaks'], 'd')} "
-                         f"| {(x['break_reasons'] or [''])[0]} |")
-    summary = by.get("kernels", {}).get("summary") or {}
-    if summary:
-        lines += ["", "## Kernels (bench/kernels.py): minillm vs the others, geometric mean over the sizes measured",
-                  "", "speed-up > 1 and memory ratio < 1 favour minillm.", "",
-                  "| op | speed-up vs eager | vs compile | vs liger | memory vs eager | vs compile |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {op} | {_f(s['speedup_vs_eager'])} | {_f(s['speedup_vs_compile'])} | "
-                  f"{_f(s['speedup_vs_liger'])} | {_f(s['mem_ratio_vs_eager'])} | {_f(s['mem_ratio_vs_compile'])} |"
-                  for op, s in summary.items()]
-    problems = [f"- tests: {t}" for t in by.get("tests", {}).get("failing", [])]
-    problems += [f"- kernels: {t}" for t in by.get("kernels", {}).get("failed", [])]
-    problems += [f"- {r['stage']}: {r['status']}, see {r['log']}" for r in results
-                 if r["status"] != "passed" and r["stage"] in ("ddp", "mfu", "kernels")]
-    if problems:
-        lines += ["", "## Problems", "", *problems]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------- main

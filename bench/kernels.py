@@ -33,6 +33,7 @@ same work on a different layout).
     python bench/kernels.py --budget-s 90        # what fits in 90 s, stage 1 first (bench/gpu_check.py does this)
     python bench/kernels.py --ops rope --ops cross_entropy --dtype fp32 --repeats 50 --max-stage 1
     python bench/kernels.py --smoke [--out PATH] # no GPU: every op once at tiny sizes in Triton's interpreter
+    python bench/kernels.py --ops attention ...  # FlashAttention vs SDPA's backends: bench/attention_bench.py
 
 Writes to bench/results/kernels.jsonl (or --out), as bench/_live.py describes: one line per row as it is measured
 ({"record": "row", "rows": [row], "provenance", ...}), then the run's record {"bench": "kernels", "record": "run",
@@ -301,7 +302,8 @@ def print_summary(summary: dict) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ops", action="append", choices=OPS, help="only these ops (repeatable) [default: all]")
+    ap.add_argument("--ops", action="append", choices=OPS + ("attention",), help="only these ops (repeatable) "
+                    "[default: all but attention, which runs alone: bench/attention_bench.py, results/attention.jsonl]")
     ap.add_argument("--impls", action="append", choices=IMPLS, help="only these implementations (repeatable; "
                     "eager always runs, as the baseline) [default: all]")
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="input dtype [default: bf16]")
@@ -318,6 +320,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.ops and "attention" in args.ops:  # its own bench, rows and file
+        from attention_bench import from_kernels_args
+        return from_kernels_args(args)
     from minillm.kernels import runtime
 
     cuda = torch.cuda.is_available() and not args.smoke

@@ -47,6 +47,7 @@ MAKERS: dict[str, str] = {
     "emergence_studies.jsonl": "python bench/emergence_studies.py --out {out}",
     "finetune_studies.jsonl": "python bench/finetune_studies.py --out {out}",
     "kernels.jsonl": "python bench/kernels.py --out {out}",
+    "attention.jsonl": "python bench/attention_bench.py --out {out}",
     "kv_cache.jsonl": "python bench/kv_cache.py --out {out}",
     "mfu.jsonl": "python bench/mfu.py --out {out}",
     "scaling_studies.jsonl": "python bench/scaling_studies.py --out {out}",
@@ -56,7 +57,7 @@ MAKERS: dict[str, str] = {
     "utilization_studies.jsonl": "python bench/utilization_studies.py --out {out}",
     "sweeps/": "python -m minillm sweep --out {out}",
 }
-GPU_MAKERS = frozenset({"kernels.jsonl", "mfu.jsonl"})
+GPU_MAKERS = frozenset({"kernels.jsonl", "mfu.jsonl", "attention.jsonl"})
 _CLONE = ("They come with the git checkout of minillm (bench/results/): clone it and install it editable "
           "(`make lab`)")
 
