@@ -34,8 +34,10 @@ def _text_processing(args: argparse.Namespace, tok: Any) -> tuple[str, int | Non
     elif meta.get("text_split"):
         split, origin = meta["text_split"], f"as prepared ({meta_path})"
     else:
-        split, origin = "file", ("prepare's default; the run's data records no text split" if meta else
-                                 f"prepare's default; the run's data meta {meta_path} was not found")
+        why = ("the run's data records no text split" if meta else
+               "the run's config.json names no prepared data folder" if meta_path is None else
+               f"the run's data meta {meta_path} was not found")
+        split, origin = "file", f"prepare's default; {why}"
     eos_id = meta.get("eos_id")
     if eos_id is None and split != "file":  # documents are joined by EOS: the tokenizer must have it
         if EOS not in getattr(tok, "special_tokens", ()):
