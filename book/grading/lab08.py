@@ -17,6 +17,9 @@ The cases are chosen so that each classic kernel mistake fails somewhere: one ro
 of two (33, 130: the masked tail), a 3-D input (flatten the leading dims), bf16 (the fp32 cast), small activations
 (eps matters), several blocks (the grid). On a mismatch the output is also compared with each mistake's own formula
 (sum instead of mean, no eps, no weight, ...), so the hint names the mistake rather than only the failing case.
+
+The lab's FlashAttention exercises (the tiled forward in PyTorch, optionally in Triton) are checked in
+lab08_flash.py, imported at the end of this module so that importing lab08 registers every lab 08 check.
 """
 from __future__ import annotations
 
@@ -414,3 +417,5 @@ def check_rms_norm(fn: Callable[..., torch.Tensor]) -> None:
 __all__ = ["check_swiglu", "check_rms_norm", "swiglu_reference", "rms_norm_reference", "launch",
            "launch_recorded", "kernel_launches", "Launch", "own_kernel_problem", "require_own_kernel",
            "compare_kernel_output", "SWIGLU_MISTAKES", "RMS_MISTAKES"]
+
+from book.grading import lab08_flash  # noqa: E402,F401  (registers tiled_attention and flash_attention_kernel)
