@@ -40,8 +40,7 @@ from minillm.finetune.sft import (IGNORE, JSONL_SHAPES, SFT_TASKS, TASK_TEMPLATE
                                   instruction_data, load_jsonl, pack, problem_key, response_accuracy,
                                   sft_batches, sft_loss, task_templates, train_sft)
 from minillm.finetune.loop import epoch_sampler, optimize
-from minillm.finetune.recipe import FINETUNE_DEFAULTS, add_chat_tokens, finetune_run
-from minillm.model.resize import train_new_token_rows
+from minillm.finetune.recipe import FINETUNE_DEFAULTS, add_chat_tokens, finetune_run, train_new_token_rows
 from minillm.finetune.policy_gradient import (PG_KINDS, PG_NORMALIZE, group_normalized_rewards, grpo_microbatch_step, masked_normalize,
                                               policy_gradient_loss, token_entropy)
 from minillm.finetune.sft_loop import EOS_TOKEN, PackedSFTDataset, sft_microbatch_step, train_sft_loop

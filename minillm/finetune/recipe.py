@@ -41,7 +41,8 @@ from minillm.model.resize import resize_token_embeddings, train_new_token_rows
 from minillm.train.checkpoint import checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint_state
 from minillm.train.rundir import CONFIG, load_run, save_adapter_run, save_run
 
-__all__ = ["FINETUNE_DEFAULTS", "add_chat_tokens", "finetune_run"]
+__all__ = ["FINETUNE_DEFAULTS", "add_chat_tokens", "finetune_run", "train_new_token_rows"]  # the last re-exported: the
+# README's LoRA example imports everything from minillm.finetune
 
 # Defaults checked on tiny CPU base runs (tests/minillm/finetune/test_recipe.py): 32 short pairs reach 100% training
 # exact match in a few seconds on a base that has learned its text (loss ~0.2/char), and ~95% on a barely trained

@@ -104,7 +104,7 @@ def test_package_exports_every_public_name_of_its_modules():
     import minillm.finetune as ft
 
     modules = ("chat", "sft", "loop", "sft_loop", "logprobs", "dpo", "reward", "rollout", "policy_gradient", "ppo", "grpo",
-               "verifiable", "peft", "quant", "preferences")
+               "verifiable", "peft", "quant", "preferences", "recipe")
     exported = set(ft.__all__)
     assert len(exported) == len(ft.__all__), "a name is exported twice"
     for module in modules:
