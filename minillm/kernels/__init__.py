@@ -10,6 +10,7 @@ and the plain PyTorch reference the tests compare against.
     cross_entropy.py               online-softmax cross-entropy over large vocabularies, gradient written in forward
     fused_linear_cross_entropy.py  lm_head matmul + cross-entropy in token chunks: the (N, V) logits never exist
     flash_attention.py             FlashAttention-2 forward/backward (tiled online softmax, causal tile skipping, GQA)
+    flash_blocksparse.py           block-sparse attention's host side: layout checks, each program's tiles (lookup tables)
     flash_reference.py             the same algorithm in plain PyTorch, for reading and as the tests' oracle
     ops.py                         the entry points the model calls; each imports its kernel module on first use
     runtime.py                     where kernels can run (CUDA, or the interpreter), and the clear errors elsewhere

@@ -30,6 +30,11 @@ this: it aligns to the start (j <= i, `tril` of a (Tq, Tk) matrix), so tests com
 explicit bottom-right mask of `causal_mask_bottom_right`. Causal needs Tq <= Tk (every query sees key 0).
 Tiles that lie wholly above the diagonal (no query of the tile sees any key of it) are skipped, not masked.
 
+Block-sparse (`block_layout`, `sparse_block`; conventions in flash_blocksparse.py): only the tiles of True layout
+blocks are visited, the query tiles aligned to positions. A tile here holds every head at once, so with one layout
+per head it is visited if any head's layout says so and filled with -inf for the others: a row may then meet tiles
+before its first key (m = -inf, guarded below) or none at all (output 0, LSE -inf, and P = 0 in backward).
+
 Written to be read, not to be fast: the loops are Python, the arithmetic fp32, outputs in the inputs' dtype.
 `_bug` breaks one subtle step on purpose, so the tests can show that their comparison would notice.
 """
@@ -38,6 +43,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from minillm.kernels.flash_blocksparse import check_block_layout, check_tiles, tile_layout
 
 MAX_HEAD_DIM = 128
 BUGS = (None, "no_rescale", "causal_skip", "no_delta")  # the knobs of `_bug`, one per subtle step
@@ -108,7 +115,8 @@ def query_start(start_n: int, Tq: int, Tk: int, causal: bool, block_m: int) -> i
 
 def flash_forward_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
                             scale: float | None = None, block_m: int = 64, block_n: int = 64,
-                            _bug: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            _bug: str | None = None, *, block_layout: torch.Tensor | None = None,
+                            sparse_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Tiled forward. q (B, H, Tq, D), k/v (B, Hkv, Tk, D) -> O (B, H, Tq, D) in q's dtype, LSE (B, H, Tq) fp32."""
     scale = check_inputs(q, k, v, causal, scale)
     if _bug not in BUGS:
@@ -116,43 +124,53 @@ def flash_forward_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     G = H // Hkv
+    visit, shift = _sparse_tiles(block_layout, sparse_block, q, Tk, causal, block_m, block_n)
     qg = q.float().reshape(B, Hkv, G, Tq, D)  # (B, Hkv, G, Tq, D): query heads grouped by their K/V head
     kg = k.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D): broadcast over the G query heads, never copied
     vg = v.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D)
     o = torch.empty(B, Hkv, G, Tq, D, device=q.device)  # (B, Hkv, G, Tq, D) fp32
     lse = torch.empty(B, Hkv, G, Tq, device=q.device)  # (B, Hkv, G, Tq) fp32
-    for start_m in range(0, Tq, block_m):
-        qi = qg[..., start_m:start_m + block_m, :]  # (B, Hkv, G, bm, D); the last tile may be shorter
+    for t_m, start_m in enumerate(range(-shift, Tq, block_m)):  # shift > 0: block-sparse, tiles aligned to blocks
+        lo = max(start_m, 0)
+        qi = qg[..., lo:start_m + block_m, :]  # (B, Hkv, G, bm, D); the first and last tiles may be shorter
         bm = qi.shape[-2]
         m = torch.full((B, Hkv, G, bm), float("-inf"), device=q.device)  # running max of each query row
         l = torch.zeros(B, Hkv, G, bm, device=q.device)  # running sum of exp(s - m)
         acc = torch.zeros(B, Hkv, G, bm, D, device=q.device)  # running sum of exp(s - m) v
-        end = key_end(start_m, bm, Tq, Tk, causal)  # key tiles from here on lie above the diagonal: skipped
+        end = key_end(lo, bm, Tq, Tk, causal)  # key tiles from here on lie above the diagonal: skipped
         if causal and _bug == "causal_skip":
             end -= block_n  # off by one tile: the diagonal tile is skipped too
         for start_n in range(0, end, block_n):
+            heads = _heads(visit, t_m, start_n // block_n, G)  # block-sparse: the heads that visit this tile
+            if heads is not None and not heads.any():
+                continue
             kj = kg[..., start_n:start_n + block_n, :]  # (B, Hkv, 1, bn, D)
             vj = vg[..., start_n:start_n + block_n, :]
             bn = kj.shape[-2]
             s = qi @ kj.transpose(-1, -2) * scale  # (B, Hkv, G, bm, bn): one tile of scores, never more
-            if causal and start_n + bn - 1 > start_m + Tk - Tq:  # the tile crosses the diagonal: mask inside it
-                visible = tile_mask(start_m, bm, start_n, bn, Tk - Tq, q.device)  # (bm, bn)
+            if causal and start_n + bn - 1 > lo + Tk - Tq:  # the tile crosses the diagonal: mask inside it
+                visible = tile_mask(lo, bm, start_n, bn, Tk - Tq, q.device)  # (bm, bn)
                 s = s.masked_fill(~visible, float("-inf"))  # broadcast over B, Hkv, G
-            m_new = torch.maximum(m, s.amax(dim=-1))  # finite: every row sees key 0, in the first tile
-            p = torch.exp(s - m_new[..., None])  # (B, Hkv, G, bm, bn), relative to the new max
-            alpha = torch.exp(m - m_new)  # how much the old terms shrink (0 on the first tile: exp(-inf))
+            if heads is not None:
+                s = s.masked_fill(~heads, float("-inf"))  # (Hkv, G, 1, 1): heads whose layout skips this tile
+            m_new = torch.maximum(m, s.amax(dim=-1))  # dense: finite, every row sees key 0 in the first tile
+            m_ref = m_new.masked_fill(m_new == float("-inf"), 0.0)  # a row without keys yet: exp(-inf - 0) = 0
+            p = torch.exp(s - m_ref[..., None])  # (B, Hkv, G, bm, bn), relative to the new max
+            alpha = torch.exp(m - m_ref)  # how much the old terms shrink (0 on the first tile: exp(-inf))
             l = (l if _bug == "no_rescale" else l * alpha) + p.sum(dim=-1)
             acc = acc * alpha[..., None] + p @ vj  # (B, Hkv, G, bm, D)
             m = m_new
-        o[..., start_m:start_m + bm, :] = acc / l[..., None]
-        lse[..., start_m:start_m + bm] = m + torch.log(l)  # log sum_j exp(s_j), all that backward needs of P
+        l = l.masked_fill(l == 0, 1.0)  # a row that saw no key (block-sparse): output 0, LSE -inf + log(1) = -inf
+        o[..., lo:lo + bm, :] = acc / l[..., None]
+        lse[..., lo:lo + bm] = m + torch.log(l)  # log sum_j exp(s_j), all that backward needs of P
     return o.reshape(B, H, Tq, D).to(q.dtype), lse.reshape(B, H, Tq)
 
 
 def flash_backward_reference(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              o: torch.Tensor, lse: torch.Tensor, causal: bool = True, scale: float | None = None,
-                             block_m: int = 64, block_n: int = 64,
-                             _bug: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                             block_m: int = 64, block_n: int = 64, _bug: str | None = None, *,
+                             block_layout: torch.Tensor | None = None,
+                             sparse_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Tiled backward from the saved O and LSE: dq (B, H, Tq, D), dk and dv (B, Hkv, Tk, D), in the inputs' dtype.
 
     The loops are FlashAttention-2's: the outer one over key tiles (dK_j, dV_j are finished per key tile, as in
@@ -166,10 +184,12 @@ def flash_backward_reference(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     B, H, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     G = H // Hkv
+    visit, shift = _sparse_tiles(block_layout, sparse_block, q, Tk, causal, block_m, block_n)
     qg = q.float().reshape(B, Hkv, G, Tq, D)  # (B, Hkv, G, Tq, D)
     dog = do.float().reshape(B, Hkv, G, Tq, D)
     kg, vg = k.float().unsqueeze(2), v.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D)
     lseg = lse.float().reshape(B, Hkv, G, Tq)
+    lseg = lseg.masked_fill(lseg == float("-inf"), float("inf"))  # a row that saw no key: P = exp(s - inf) = 0
     # Pre-pass: D_i = rowsum(dO_i * O_i) = sum_j P_ij dP_ij, one float per query row (B, Hkv, G, Tq)
     delta = (dog * o.float().reshape(B, Hkv, G, Tq, D)).sum(dim=-1)
     dq = torch.zeros(B, Hkv, G, Tq, D, device=q.device)
@@ -179,22 +199,29 @@ def flash_backward_reference(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
         kj = kg[..., start_n:start_n + block_n, :]  # (B, Hkv, 1, bn, D)
         vj = vg[..., start_n:start_n + block_n, :]
         bn = kj.shape[-2]
-        first = query_start(start_n, Tq, Tk, causal, block_m)  # earlier query tiles see none of these keys
+        # earlier query tiles see none of these keys (block-sparse: the visited tiles already say so)
+        first = query_start(start_n, Tq, Tk, causal, block_m) if visit is None else 0
         if causal and _bug == "causal_skip":
             first += block_m  # off by one tile: the diagonal tile is skipped too
-        for start_m in range(first, Tq, block_m):
-            qi = qg[..., start_m:start_m + block_m, :]  # (B, Hkv, G, bm, D)
-            doi = dog[..., start_m:start_m + block_m, :]
+        for start_m in range(first - shift, Tq, block_m):
+            heads = _heads(visit, (start_m + shift) // block_m, start_n // block_n, G)
+            if heads is not None and not heads.any():
+                continue
+            lo = max(start_m, 0)
+            qi = qg[..., lo:start_m + block_m, :]  # (B, Hkv, G, bm, D)
+            doi = dog[..., lo:start_m + block_m, :]
             bm = qi.shape[-2]
             s = qi @ kj.transpose(-1, -2) * scale  # (B, Hkv, G, bm, bn)
-            if causal and start_n + bn - 1 > start_m + Tk - Tq:
-                s = s.masked_fill(~tile_mask(start_m, bm, start_n, bn, Tk - Tq, q.device), float("-inf"))
-            p = torch.exp(s - lseg[..., start_m:start_m + bm, None])  # the forward's softmax tile, recomputed
+            if causal and start_n + bn - 1 > lo + Tk - Tq:
+                s = s.masked_fill(~tile_mask(lo, bm, start_n, bn, Tk - Tq, q.device), float("-inf"))
+            if heads is not None:
+                s = s.masked_fill(~heads, float("-inf"))
+            p = torch.exp(s - lseg[..., lo:lo + bm, None])  # the forward's softmax tile, recomputed
             # dV_j = P^T dO, summed over the G query heads that share this V head
             dv[..., start_n:start_n + bn, :] += (p.transpose(-1, -2) @ doi).sum(dim=2)
             dp = doi @ vj.transpose(-1, -2)  # (B, Hkv, G, bm, bn)
-            ds = p * dp if _bug == "no_delta" else p * (dp - delta[..., start_m:start_m + bm, None])
-            dq[..., start_m:start_m + bm, :] += ds @ kj * scale  # (B, Hkv, G, bm, D)
+            ds = p * dp if _bug == "no_delta" else p * (dp - delta[..., lo:lo + bm, None])
+            dq[..., lo:lo + bm, :] += ds @ kj * scale  # (B, Hkv, G, bm, D)
             dk[..., start_n:start_n + bn, :] += (ds.transpose(-1, -2) @ qi).sum(dim=2) * scale
     return dq.reshape(B, H, Tq, D).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
@@ -204,8 +231,10 @@ class FlashAttentionReference(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None,
-                block_m: int, block_n: int, _bug: str | None) -> torch.Tensor:
-        o, lse = flash_forward_reference(q, k, v, causal, scale, block_m, block_n, _bug)
+                block_m: int, block_n: int, _bug: str | None, block_layout: torch.Tensor | None,
+                sparse_block: int | None) -> torch.Tensor:
+        ctx.sparse = dict(block_layout=block_layout, sparse_block=sparse_block)
+        o, lse = flash_forward_reference(q, k, v, causal, scale, block_m, block_n, _bug, **ctx.sparse)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.args = (causal, scale, block_m, block_n, _bug)
         return o
@@ -213,18 +242,43 @@ class FlashAttentionReference(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do: torch.Tensor):
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = flash_backward_reference(do, q, k, v, o, lse, *ctx.args)
-        return dq, dk, dv, None, None, None, None, None
+        dq, dk, dv = flash_backward_reference(do, q, k, v, o, lse, *ctx.args, **ctx.sparse)
+        return dq, dk, dv, None, None, None, None, None, None, None
 
 
 def flash_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
                               scale: float | None = None, block_m: int = 64, block_n: int = 64,
-                              _bug: str | None = None) -> torch.Tensor:
+                              _bug: str | None = None, *, block_layout: torch.Tensor | None = None,
+                              sparse_block: int | None = None) -> torch.Tensor:
     """softmax(q k^T * scale, causal bottom-right) v by the tiled algorithm, with gradients for q, k, v.
 
     q (B, H, Tq, D), k/v (B, Hkv, Tk, D) with H % Hkv == 0 -> (B, H, Tq, D). `_bug` is for the tests only.
+    block_layout, sparse_block: block-sparse attention, as flash_attention's (flash_blocksparse.py): only the tiles
+    of True blocks are visited; sparse_block must be a multiple of block_m and block_n.
     """
     for name, n in (("block_m", block_m), ("block_n", block_n)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{name}={n!r} must be a positive int")
-    return FlashAttentionReference.apply(q, k, v, causal, scale, block_m, block_n, _bug)
+    return FlashAttentionReference.apply(q, k, v, causal, scale, block_m, block_n, _bug, block_layout, sparse_block)
+
+
+def _sparse_tiles(block_layout: torch.Tensor | None, sparse_block: int | None, q: torch.Tensor, Tk: int,
+                  causal: bool, block_m: int, block_n: int) -> tuple[torch.Tensor | None, int]:
+    """Block-sparse: the tiles to visit (Hl, query tiles, key tiles) and the rows of query tile 0 before query 0
+    (tiles are aligned to positions, flash_blocksparse.py); dense: (None, 0)."""
+    Tq = q.shape[2]
+    layout = check_block_layout(block_layout, sparse_block, Tq, Tk, q.shape[1])
+    if layout is None:
+        return None, 0
+    check_tiles(sparse_block, block_m, block_n, "reference")
+    visit, _ = tile_layout(layout.to(q.device), sparse_block, Tq, Tk, block_m, block_n, causal)
+    return visit, (Tk - Tq) % block_m
+
+
+def _heads(visit: torch.Tensor | None, t_m: int, t_n: int, G: int) -> torch.Tensor | None:
+    """Which query heads visit tile (t_m, t_n): (Hkv, G, 1, 1) bool (or (1, 1, 1, 1), one layout for all heads),
+    to broadcast over a (B, Hkv, G, bm, bn) tile of scores; None when dense (every head, every tile it reaches)."""
+    if visit is None:
+        return None
+    heads = visit[:, t_m, t_n]  # (Hl,)
+    return heads.reshape(-1, G if heads.numel() > 1 else 1, 1, 1)

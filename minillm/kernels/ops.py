@@ -50,9 +50,13 @@ def fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
-                    scale: float | None = None) -> torch.Tensor:
+                    scale: float | None = None, block_layout: torch.Tensor | None = None,
+                    sparse_block: int | None = None) -> torch.Tensor:
     """FlashAttention-2: q (B, H, Tq, D) over k/v (B, Hkv, Tk, D) -> (B, H, Tq, D), H % Hkv == 0, D <= 128; causal
-    aligns the queries to the end of the keys (the KV-cache case). The (Tq, Tk) scores never exist in memory."""
+    aligns the queries to the end of the keys (the KV-cache case). The (Tq, Tk) scores never exist in memory.
+    block_layout (query blocks, key blocks) bool, or (H, ...), with sparse_block positions per block: block-sparse
+    attention, visiting only the tiles of True blocks (minillm.model.sparse builds layouts; S a multiple of the
+    kernel's tiles)."""
     require_triton()
     from minillm.kernels.flash_attention import flash_attention as fn
-    return fn(q, k, v, causal, scale)
+    return fn(q, k, v, causal, scale, block_layout=block_layout, sparse_block=sparse_block)

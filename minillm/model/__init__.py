@@ -20,11 +20,12 @@ from minillm.model.layers import cross_entropy, gelu, geglu, layer_norm, relu, r
 from minillm.model.moe import MoE, load_balancing_loss, router_z_loss, top_k_routing
 from minillm.model.position import alibi_bias, apply_rope, rope_angles, sinusoidal_embedding
 from minillm.model.transformer import GPT
-from minillm.model.sparse import (attention_cost, block_sparse_layout, fixed_sparse_mask, sparse_attention_fn,
-                                  sparse_mask, strided_sparse_mask)
+from minillm.model.sparse import (attention_cost, block_sparse_layout, expand_block_layout, fixed_block_layout,
+                                  fixed_sparse_mask, sparse_attention_fn, sparse_mask, strided_block_layout,
+                                  strided_sparse_mask)
 from minillm.model.resize import resize_token_embeddings, train_new_token_rows
 
-__all__ = ["attention_cost", "block_sparse_layout", "fixed_sparse_mask", "sparse_attention_fn", "sparse_mask",
+__all__ = ["expand_block_layout", "fixed_block_layout", "strided_block_layout", "attention_cost", "block_sparse_layout", "fixed_sparse_mask", "sparse_attention_fn", "sparse_mask",
            "strided_sparse_mask", "resize_token_embeddings", "train_new_token_rows", "KVCache", "causal_mask", "prefix_mask", "scaled_dot_product_attention", "arch_stats", "param_breakdown",
            "EncoderDecoder", "span_corruption", "split_prefix_batch", "cross_entropy", "gelu", "geglu", "layer_norm",
            "relu", "rmsnorm", "silu", "softmax", "swiglu", "MoE", "load_balancing_loss", "router_z_loss",

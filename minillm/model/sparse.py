@@ -21,6 +21,12 @@ and strides are counted in absolute positions, so a cached decode step sees exac
 `block_sparse_layout` lists the (query tile, key tile) pairs that hold any True: what a block-sparse
 FlashAttention kernel visits (the rest it skips). `attention_cost` counts pairs and tiles of a mask;
 `sparse_pairs` counts a pattern's pairs by formula, for lengths whose T × T mask would not fit in memory.
+Tiles are why a kernel gains nothing from these element-level patterns: a summary column or a stride touches
+nearly every tile below the diagonal. The Sparse Transformer's own kernels define the pattern on whole blocks of S
+positions instead: `strided_block_layout` and `fixed_block_layout` are the two patterns over blocks (a bool layout
+(n_blocks, n_blocks), True = the block pair attends), which `minillm.kernels.ops.flash_attention(block_layout=...,
+sparse_block=S)` runs visiting only True tiles; `expand_block_layout` is the element mask a layout means, for
+attn_impl="math" / SDPA (with the causal mask) as its oracle.
 `sparse_attention_fn` makes a custom attention core from a pattern, for per-layer patterns (GPT-3's alternation,
 via `GPT.set_attention_fn(factory=...)`); `ModelConfig(sparse_attention=..., sparse_block=...)` applies one
 pattern in every layer.
@@ -32,6 +38,7 @@ from typing import Any, Callable
 import torch
 
 from minillm.config import SPARSE_PATTERNS
+from minillm.kernels.flash_blocksparse import check_block_layout
 
 
 def _int(name: str, v: Any, minimum: int = 1) -> int:
@@ -182,6 +189,44 @@ def sparse_pairs(pattern: str, T: int, block: int, n_summary: int = 1) -> int:
             raise ValueError(f"n_summary={n_summary} must not exceed block={block}")
         return q * block * (block + 1) // 2 + r * (r + 1) // 2 + n_summary * earlier_blocks
     raise ValueError(f"sparse pattern {pattern!r} is unknown; choose one of {', '.join(SPARSE_PATTERNS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Block-level patterns, for block-sparse kernels.
+
+
+def strided_block_layout(n_blocks: int, stride: int, device=None) -> torch.Tensor:
+    """The strided pattern over blocks: (n_blocks, n_blocks) bool, block r attends block c <= r when r - c < stride
+    (a band of `stride` blocks, the diagonal block included) or (r - c) % stride == 0 (every stride-th block back).
+
+    As a block_layout with sparse_block S, query i attends key j when their blocks do and j <= i (the kernel's
+    causal mask cuts the diagonal blocks). It is strided_sparse_mask drawn on the block grid."""
+    _int("n_blocks", n_blocks)
+    return strided_sparse_mask(n_blocks, stride, device=device)
+
+
+def fixed_block_layout(n_blocks: int, block: int, n_summary: int = 1, device=None) -> torch.Tensor:
+    """The fixed pattern over blocks: (n_blocks, n_blocks) bool, block r attends the blocks c <= r of its own group
+    of `block` blocks (c // block == r // block, the diagonal block included) and the last n_summary blocks of every
+    earlier group (the summary blocks through which groups exchange information). fixed_sparse_mask on blocks."""
+    _int("n_blocks", n_blocks)
+    return fixed_sparse_mask(n_blocks, block, n_summary, device=device)
+
+
+def expand_block_layout(layout: torch.Tensor, sparse_block: int, Tq: int, Tk: int) -> torch.Tensor:
+    """The element mask a block layout means: (Tq, Tk) bool, or (H, Tq, Tk) for a per-head layout (H, rows, cols).
+
+    Query i is position i + Tk - Tq (the queries are the last Tq keys, as with a KV cache), key j is position j, and
+    position p lies in block p // S. The layout has ceil(Tk / S) columns and as many rows, or only the rows of the
+    query blocks (from block (Tk - Tq) // S): flash_attention's convention. The causal mask is not included: the
+    oracle of flash_attention(causal=True, block_layout=layout) is SDPA with this mask & the causal mask."""
+    _int("Tk", Tk)
+    _int("Tq", Tq, minimum=0)
+    rows = check_block_layout(layout, sparse_block, Tq, Tk)  # (..., query blocks, key blocks), checked
+    first = (Tk - Tq) // sparse_block
+    q_block = torch.arange(Tk - Tq, Tk, device=layout.device) // sparse_block - first  # (Tq,) row of each query
+    k_block = torch.arange(Tk, device=layout.device) // sparse_block  # (Tk,)
+    return rows[..., q_block, :][..., k_block]  # (..., Tq, Tk)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ pytest.importorskip("triton", reason="Triton is not installed (it is a Linux-onl
 
 from minillm.kernels.flash_attention import flash_attention  # noqa: E402
 from minillm.kernels.flash_reference import causal_mask_bottom_right  # noqa: E402
+from minillm.model.sparse import expand_block_layout, fixed_block_layout, strided_block_layout  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -90,3 +91,44 @@ def test_memory_is_linear_in_length():
     peak = torch.cuda.max_memory_allocated() - base
     one_matrix = B * H * T * T * 2
     assert peak < 8 * q.numel() * q.element_size() < one_matrix / 8, f"peak {peak / 2**20:.0f} MiB"
+
+
+# ---- block-sparse (block_layout) at realistic lengths, with the default launch configs ------------------------
+
+SPARSE_BLOCK = 128  # a multiple of every GPU tile (test_flash_blocksparse.py checks GPU_CONFIGS)
+# name: (B, H, Hkv, Tq, Tk, D, layout)
+SPARSE_CASES = {
+    "strided_gqa_d128": (2, 8, 2, 1024, 1024, 128, "strided"),
+    "fixed_odd_t_d64": (1, 4, 4, 1000, 1000, 64, "fixed"),
+    "kv_cache_per_head_d96": (1, 4, 2, 100, 1037, 96, "per_head"),  # queries 937..1036: tile 0 starts mid-tile
+}
+
+
+def _block_layout(kind, n, H):
+    if kind == "strided":
+        return strided_block_layout(n, 3)
+    if kind == "fixed":
+        return fixed_block_layout(n, 3)
+    return torch.stack([strided_block_layout(n, 3) if h % 2 else fixed_block_layout(n, 2) for h in range(H)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", SPARSE_CASES)
+def test_block_sparse_matches_sdpa_at_length_1k(case, dtype):
+    B, H, Hkv, Tq, Tk, D, kind = SPARSE_CASES[case]
+    q, k, v, do = _inputs((B, H, Hkv, Tq, Tk, D), dtype)
+    layout = _block_layout(kind, -(-Tk // SPARSE_BLOCK), H).cuda()
+    mask = expand_block_layout(layout, SPARSE_BLOCK, Tq, Tk) & causal_mask_bottom_right(Tq, Tk, "cuda")
+    assert mask.any(dim=-1).all()  # every query sees its own block: SDPA's backends all agree then
+
+    def sdpa(dt=None):
+        return lambda q, k, v: F.scaled_dot_product_attention(
+            *(t.to(dt) if dt else t for t in (q, k, v)), attn_mask=mask, enable_gqa=True)
+
+    exact = _grads(sdpa(torch.float64), q, k, v, do.double())
+    ref = _grads(sdpa(), q, k, v, do)
+    ours = _grads(lambda *a: flash_attention(*a, block_layout=layout, sparse_block=SPARSE_BLOCK), q, k, v, do)
+    for name, o, s, e in zip(("out", "dq", "dk", "dv"), ours, ref, exact):
+        assert o.dtype == dtype and o.shape == e.shape, name
+        err, sdpa_err = (o.double() - e).abs().max().item(), (s.double() - e).abs().max().item()
+        assert err <= 2 * sdpa_err + MARGIN[dtype], f"{case} {name}: error {err:.2e}, SDPA's {sdpa_err:.2e}"
