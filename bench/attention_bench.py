@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench/ helpers, 
 from _kernel_ops import (ATTENTION_IMPLS, SDPA_BACKENDS, attention_flops, attention_fn,  # noqa: E402
                          attention_inputs, eager_attention_bytes, version)
 from _live import Budget, LiveTable, RowLog, Stopped, fmt, stop_on_sigterm, stop_requested  # noqa: E402
-from kernels import Bench, max_err  # noqa: E402
+from _kernel_bench import Bench, max_err  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attention.jsonl"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

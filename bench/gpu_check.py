@@ -215,7 +215,7 @@ def kernels_commands(args: argparse.Namespace, work: Path, limit: float) -> list
 
 
 def kernels_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
-    from kernels import summarize  # the bench's own geometric means, over the rows on disk
+    from _kernel_bench import summarize  # kernels.py's own geometric means, over the rows on disk
 
     rows, run = _run_rows(out / "kernels.jsonl")
     failed = [f"{r['op']} {r['shape']} {r['impl']}: {r['error']}"[:300] for r in rows if r.get("error")]

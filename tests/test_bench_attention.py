@@ -191,3 +191,14 @@ def test_summary_compares_ours_with_the_fastest_sdpa_backend(monkeypatch):
     assert "ours 0.85x the speed of SDPA's best backend (sdpa_cudnn); goal >= 0.9x: NOT met" in text
     rows[2]["fwdbwd_ms"] = 1.9 * 2  # cuDNN slower now: flash is the best, 1.9 / 2.0 = 0.95
     assert ab.summarize(rows)["headline"]["meets_goal"] is True
+
+
+def test_an_installed_package_named_kernels_does_not_shadow_the_bench(monkeypatch):
+    """Hugging Face's `kernels` package (a dependency of some installs) once shadowed bench/kernels.py when another
+    import had loaded it first: the benches import their shared pieces from private module names instead."""
+    import types
+    monkeypatch.setitem(sys.modules, "kernels", types.ModuleType("kernels"))  # as if the PyPI package were loaded
+    ab = bench_module("attention_bench", monkeypatch)
+    gc = bench_module("gpu_check", monkeypatch)
+    assert callable(ab.Bench) and callable(ab.max_err)
+    assert gc.kernels_figures.__name__ == "kernels_figures"
