@@ -24,7 +24,8 @@ def _documents(source: str, n_docs: int, seed: int, field: str,
 
     path = Path(source)
     local = source not in synthetic.CORPORA and not source.startswith("hf:")
-    is_text = local and path.exists() and (path.is_dir() or path.suffix != ".jsonl")
+    is_jsonl = path.name.endswith((".jsonl", ".jsonl.xz", ".jsonl.gz"))
+    is_text = local and path.exists() and (path.is_dir() or not is_jsonl)
     if split is not None and not is_text and not (local and not path.exists()):
         raise ValueError(f"--split {split} cuts .txt files into documents, but --source {source!r} is not a .txt "
                          f"file or folder (jsonl rows, datasets and synthetic corpora are documents already): "

@@ -10,7 +10,9 @@ Finding that in a 10 GB crawl dump by hand is painful; the message should make i
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import os
 import re
 from pathlib import Path
@@ -95,8 +97,11 @@ def _iter_text_files(paths: list[Path], encoding: str, split: str, errors: str) 
 def read_jsonl(path: str | os.PathLike, field: str = "text", errors: str = "strict") -> Iterator[str]:
     """Documents from a JSON Lines file: one JSON object per line, the text under `field`.
 
-    Blank lines are skipped. Invalid JSON, a non-object line, a missing field or a non-string value
-    raises ValueError naming the line number (1-based) and, for a missing field, the keys present.
+    `.jsonl.xz` and `.jsonl.gz` files are decompressed as they are read (e.g. the shipped data/quantangshi.jsonl.xz).
+    A field holding a list of strings (a poem's lines, {"paragraphs": [...]}) is one document, its items joined by
+    newlines. Blank lines are skipped. Invalid JSON, a non-object line, a missing field or a value that is not a
+    string (or a list of strings) raises ValueError naming the line number (1-based) and, for a missing field, the
+    keys present.
     """
     path = Path(path)
     _check_options("utf-8", errors)
@@ -109,8 +114,8 @@ def iter_jsonl_objects(path: str | os.PathLike, encoding: str = "utf-8",
     """(line number, object) for each non-blank line of a JSON Lines file; a bad byte, invalid JSON or a line
     that is not a JSON object raises ValueError naming the file and line."""
     path, offset = Path(path), 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+    with _open_binary(path) as f:
+        for lineno, raw in _lines(f, path):
             line = _decode(raw, path, encoding, errors, offset=offset, where=f":{lineno}")
             offset += len(raw)
             if not line.strip():
@@ -124,6 +129,23 @@ def iter_jsonl_objects(path: str | os.PathLike, encoding: str = "utf-8",
             yield lineno, obj
 
 
+COMPRESSED = {".xz": lzma.open, ".gz": gzip.open}  # suffix -> opener; read as a stream, never unpacked to disk
+
+
+def _open_binary(path: Path):
+    """The file's bytes, decompressed as they are read when it ends in .xz or .gz."""
+    return COMPRESSED.get(path.suffix, open)(path, "rb")
+
+
+def _lines(f, path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line); a corrupt or truncated compressed file becomes one clear ValueError."""
+    try:
+        yield from enumerate(f, start=1)
+    except (lzma.LZMAError, gzip.BadGzipFile, EOFError) as e:
+        raise ValueError(f"{path}: the {path.suffix} stream is corrupt or truncated ({e}): download or copy it "
+                         f"again (the shipped corpora list their md5 in data/README.md)") from None
+
+
 def _iter_jsonl(path: Path, field: str, errors: str) -> Iterator[str]:
     n_docs = 0
     for lineno, obj in iter_jsonl_objects(path, "utf-8", errors):
@@ -133,8 +155,11 @@ def _iter_jsonl(path: Path, field: str, errors: str) -> Iterator[str]:
                 f"Pass field=... to choose the one holding the text"
             )
         value = obj[field]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            value = "\n".join(value)  # e.g. a poem's lines: one document
         if not isinstance(value, str):
-            raise ValueError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, expected a string")
+            raise ValueError(f"{path}:{lineno}: field {field!r} is {type(value).__name__}, expected a string "
+                             f"(or a non-empty list of strings, joined by newlines)")
         n_docs += 1
         yield value
     if n_docs == 0:
