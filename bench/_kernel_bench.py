@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 import statistics
 import time
 from typing import Any, Callable
@@ -137,3 +138,21 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float | None]]:
             entry[f"mem_ratio_vs_{other}"] = geomean(mem)
         out[op] = entry
     return out
+
+
+def kernel_device(script: str, smoke: bool, what: str, smoke_check: str) -> bool | None:
+    """Where a kernel bench runs: True on CUDA (timed), False in smoke mode (Triton's CPU interpreter, switched on
+    here, before any kernel module is imported: @triton.jit decides at import), None when it cannot run (printed
+    why; the caller exits 2). `what` says what the script times, `smoke_check` what --smoke checks instead."""
+    from minillm.kernels import runtime
+
+    if not smoke and not torch.cuda.is_available():
+        print(f"{script} {what} on a CUDA GPU, and this machine has none. Run it on a CUDA machine, or pass --smoke "
+              f"to check {smoke_check}.", file=sys.stderr)
+        return None
+    if not runtime.triton_installed():
+        print(f"{script} needs the `triton` package (it ships with CUDA builds of torch on Linux).", file=sys.stderr)
+        return None
+    if smoke:
+        runtime.use_interpreter()
+    return not smoke

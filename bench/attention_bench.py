@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench/ helpers, 
 from _kernel_ops import (ATTENTION_IMPLS, SDPA_BACKENDS, attention_flops, attention_fn,  # noqa: E402
                          attention_inputs, eager_attention_bytes, version)
 from _live import Budget, LiveTable, RowLog, Stopped, fmt, stop_on_sigterm, stop_requested  # noqa: E402
-from _kernel_bench import Bench, max_err  # noqa: E402
+from _kernel_bench import Bench, kernel_device, max_err  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attention.jsonl"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -328,22 +328,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from minillm.kernels import runtime
-
-    cuda = torch.cuda.is_available() and not args.smoke
-    if not args.smoke and not torch.cuda.is_available():
-        print("bench/attention_bench.py times attention kernels on a CUDA GPU, and this machine has none. Run it on a "
-              "CUDA machine, or pass --smoke to check that every implementation runs at tiny sizes on the CPU (ours "
-              "in Triton's interpreter; no meaningful timings).", file=sys.stderr)
-        return 2
-    if not runtime.triton_installed():
-        print("bench/attention_bench.py needs the `triton` package (it ships with CUDA builds of torch on Linux).",
-              file=sys.stderr)
+    cuda = kernel_device("bench/attention_bench.py", args.smoke, "times attention kernels",
+                         "that every implementation runs at tiny sizes on the CPU (ours in Triton's interpreter; no "
+                         "meaningful timings)")
+    if cuda is None:
         return 2
     budget = Budget(args.budget_s)
     stop_on_sigterm()
-    if args.smoke:
-        runtime.use_interpreter()  # before any kernel module is imported: @triton.jit decides at import
     from minillm.train.history import peak_flops
 
     dtype = DTYPES[args.dtype]

@@ -58,7 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_live.py, also when imported from elsewhere
 from _kernel_ops import OPS, eager_fn, inputs, liger_fn, liger_version, minillm_fn, version  # noqa: E402
 from _live import Budget, LiveTable, RowLog, Stopped, fmt, stop_on_sigterm, stop_requested  # noqa: E402
-from _kernel_bench import Bench, _outputs, geomean, max_err, summarize  # noqa: E402,F401
+from _kernel_bench import Bench, _outputs, geomean, kernel_device, max_err, summarize  # noqa: E402,F401
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kernels.jsonl"
 IMPLS = ("eager", "compile", "liger", "minillm")
@@ -199,22 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.ops and "attention" in args.ops:  # its own bench, rows and file
         from attention_bench import from_kernels_args
         return from_kernels_args(args)
-    from minillm.kernels import runtime
-
-    cuda = torch.cuda.is_available() and not args.smoke
-    if not args.smoke and not torch.cuda.is_available():
-        print("bench/kernels.py times Triton kernels on a CUDA GPU, and this machine has none. Run it on a CUDA "
-              "machine, or pass --smoke to check that every op runs at tiny sizes in Triton's CPU interpreter "
-              "(no meaningful timings).", file=sys.stderr)
-        return 2
-    if not runtime.triton_installed():
-        print("bench/kernels.py needs the `triton` package (it ships with CUDA builds of torch on Linux).",
-              file=sys.stderr)
+    cuda = kernel_device("bench/kernels.py", args.smoke, "times Triton kernels",
+                         "that every op runs at tiny sizes in Triton's CPU interpreter (no meaningful timings)")
+    if cuda is None:
         return 2
     budget = Budget(args.budget_s)  # from here: the import of the kernels and of liger count against it
     stop_on_sigterm()
-    if args.smoke:
-        runtime.use_interpreter()  # before any kernel module is imported: @triton.jit decides at import
     ops = args.ops or list(OPS)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     liger = liger_version() if cuda else None
