@@ -23,7 +23,7 @@ tiles to positions (block boundaries) when the queries start mid-tile (a KV cach
 
 Dtypes: fp32, bf16, fp16; accumulation always fp32. On a GPU half-precision tiles go to the tensor cores as they
 are, and fp32 tiles use exact ("ieee") products, not TF32, to match SDPA in fp32. In the interpreter every tile
-is cast to fp32 on load: its bf16 matmul is wrong (a numpy limitation, see ../shared/verified-here.md).
+is cast to fp32 on load: its bf16 matmul is wrong (numpy, which runs it, has no bf16 arithmetic).
 The head dim is padded to a power of two (at least 16, tl.dot's minimum) with masked loads and stores.
 
 One fixed launch configuration per kernel, dtype and head-dim size (`launch_config`); no autotuning, whose

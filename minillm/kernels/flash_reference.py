@@ -118,16 +118,8 @@ def flash_forward_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
                             _bug: str | None = None, *, block_layout: torch.Tensor | None = None,
                             sparse_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Tiled forward. q (B, H, Tq, D), k/v (B, Hkv, Tk, D) -> O (B, H, Tq, D) in q's dtype, LSE (B, H, Tq) fp32."""
-    scale = check_inputs(q, k, v, causal, scale)
-    if _bug not in BUGS:
-        raise ValueError(f"_bug={_bug!r} is not one of {BUGS}")
-    B, H, Tq, D = q.shape
-    Hkv, Tk = k.shape[1], k.shape[2]
-    G = H // Hkv
-    visit, shift = _sparse_tiles(block_layout, sparse_block, q, Tk, causal, block_m, block_n)
-    qg = q.float().reshape(B, Hkv, G, Tq, D)  # (B, Hkv, G, Tq, D): query heads grouped by their K/V head
-    kg = k.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D): broadcast over the G query heads, never copied
-    vg = v.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D)
+    scale, (B, H, Hkv, G, Tq, Tk, D), (visit, shift), (qg, kg, vg) = _setup(
+        q, k, v, causal, scale, _bug, block_layout, sparse_block, block_m, block_n)
     o = torch.empty(B, Hkv, G, Tq, D, device=q.device)  # (B, Hkv, G, Tq, D) fp32
     lse = torch.empty(B, Hkv, G, Tq, device=q.device)  # (B, Hkv, G, Tq) fp32
     for t_m, start_m in enumerate(range(-shift, Tq, block_m)):  # shift > 0: block-sparse, tiles aligned to blocks
@@ -178,16 +170,9 @@ def flash_backward_reference(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     tile; here it is simply added up, where the Triton kernels compute it in a second kernel that loops over key
     tiles instead (so that no two GPU programs add into the same dQ rows).
     """
-    scale = check_inputs(q, k, v, causal, scale)
-    if _bug not in BUGS:
-        raise ValueError(f"_bug={_bug!r} is not one of {BUGS}")
-    B, H, Tq, D = q.shape
-    Hkv, Tk = k.shape[1], k.shape[2]
-    G = H // Hkv
-    visit, shift = _sparse_tiles(block_layout, sparse_block, q, Tk, causal, block_m, block_n)
-    qg = q.float().reshape(B, Hkv, G, Tq, D)  # (B, Hkv, G, Tq, D)
-    dog = do.float().reshape(B, Hkv, G, Tq, D)
-    kg, vg = k.float().unsqueeze(2), v.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D)
+    scale, (B, H, Hkv, G, Tq, Tk, D), (visit, shift), (qg, kg, vg) = _setup(
+        q, k, v, causal, scale, _bug, block_layout, sparse_block, block_m, block_n)
+    dog = do.float().reshape(B, Hkv, G, Tq, D)  # (B, Hkv, G, Tq, D)
     lseg = lse.float().reshape(B, Hkv, G, Tq)
     lseg = lseg.masked_fill(lseg == float("-inf"), float("inf"))  # a row that saw no key: P = exp(s - inf) = 0
     # Pre-pass: D_i = rowsum(dO_i * O_i) = sum_j P_ij dP_ij, one float per query row (B, Hkv, G, Tq)
@@ -260,6 +245,23 @@ def flash_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{name}={n!r} must be a positive int")
     return FlashAttentionReference.apply(q, k, v, causal, scale, block_m, block_n, _bug, block_layout, sparse_block)
+
+
+def _setup(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float | None, _bug: str | None,
+           block_layout: torch.Tensor | None, sparse_block: int | None, block_m: int, block_n: int):
+    """What forward and backward both start from: the checked scale, the sizes (B, H, Hkv, G, Tq, Tk, D), the
+    block-sparse tiles (visit, shift), and q, k, v in fp32 with the query heads grouped by their K/V head."""
+    scale = check_inputs(q, k, v, causal, scale)
+    if _bug not in BUGS:
+        raise ValueError(f"_bug={_bug!r} is not one of {BUGS}")
+    B, H, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    G = H // Hkv
+    tiles = _sparse_tiles(block_layout, sparse_block, q, Tk, causal, block_m, block_n)
+    qg = q.float().reshape(B, Hkv, G, Tq, D)  # (B, Hkv, G, Tq, D): query heads grouped by their K/V head
+    kg = k.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D): broadcast over the G query heads, never copied
+    vg = v.float().unsqueeze(2)  # (B, Hkv, 1, Tk, D)
+    return scale, (B, H, Hkv, G, Tq, Tk, D), tiles, (qg, kg, vg)
 
 
 def _sparse_tiles(block_layout: torch.Tensor | None, sparse_block: int | None, q: torch.Tensor, Tk: int,
