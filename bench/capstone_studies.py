@@ -113,7 +113,7 @@ def studies(size: str) -> dict:
         gr = mod("studies_grpo")
         run = gr.reward_hacking if hack else gr.grpo_poet
         res = run(res_sft.model, tok, corpus, gr.grpo_poet_config(size))
-        return ([{"part": "row", **r} for r in res.rows] + [{"part": "stage", **_stage("grpo", res.after)}]
+        return ([{"part": "row", **r} for r in res.rows] + [{"part": "stage", **_stage("hacking" if hack else "grpo", res.after)}]
                 + [{"part": "meta", "seconds": res.seconds, **res.meta}])
 
     def use():
