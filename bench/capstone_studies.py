@@ -59,7 +59,7 @@ def studies(size: str) -> dict:
 
     from book.ch09_capstone import studies_pretrain as pt
     from book.ch09_capstone import studies_sizing as sz
-    from book.ch09_capstone.corpus import capstone_corpus
+    from book.ch09_capstone.studies_corpus import capstone_corpus
 
     def mod(name):  # the poet, RL and export modules are imported by the studies that use them
         return importlib.import_module(f"book.ch09_capstone.{name}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from book.ch09_capstone.poems import FORMS
+from book.ch09_capstone.studies_poems import FORMS
 from book.viz import markdown_table, need_rows
 
 __all__ = ["FORM_LABELS", "adherence_of", "plot_adherence", "plot_sft_curves", "plot_grpo_curves", "samples_table"]

@@ -24,7 +24,7 @@ import torch
 from minillm.finetune.chat import CHAT_TOKENS, ChatTemplate, as_messages
 from minillm.generate import generate
 from minillm.textgen import END_TOKENS
-from book.ch09_capstone.poems import FORMS, follows_form, form_prompt
+from book.ch09_capstone.studies_poems import FORMS, follows_form, form_prompt
 from book.viz import SAMPLE_CSS_CLASS, SliderPanel
 
 __all__ = ["MODES", "SamplingWidget"]
@@ -62,7 +62,7 @@ class SamplingWidget(SliderPanel):
         has_chat = all(t in specials for t in CHAT_TOKENS)
         if mode == "poet" and not has_chat:
             raise ValueError(f"poet mode needs a tokenizer with the chat tags {CHAT_TOKENS}; use the capstone "
-                             "tokenizer (book.ch09_capstone.corpus.capstone_tokenizer), or mode='free text'")
+                             "tokenizer (book.ch09_capstone.studies_corpus.capstone_tokenizer), or mode='free text'")
         self.model, self.tok = model, tok
         self.template = ChatTemplate(tok) if has_chat else None  # None: poet mode says why when chosen
         self.stop_ids = [tok.token_to_id(t) for t in END_TOKENS if t in specials]  # where generate_text stops

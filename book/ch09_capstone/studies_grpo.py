@@ -61,7 +61,7 @@ from minillm.finetune.chat import ChatTemplate
 from minillm.finetune.grpo import GRPOConfig, grpo_step
 from minillm.finetune.rollout import RewardFn, frozen_copy
 from minillm.presets import by_size
-from book.ch09_capstone.poems import distinct_ratio, follows_form, form_of_prompt, form_reward, instruction_pairs
+from book.ch09_capstone.studies_poems import distinct_ratio, follows_form, form_of_prompt, form_reward, instruction_pairs
 from book.ch09_capstone.studies_poet import (PoetConfig, form_eval, heldout_eval_pairs, leaving_room, pair_messages,
                                              poet_config, stop_ids)
 from book.results import note

@@ -59,7 +59,7 @@ from minillm.finetune.loop import optimize
 from minillm.finetune.sft import IGNORE, pack, sft_batches
 from minillm.generate import generate_batch
 from minillm.presets import by_size
-from book.ch09_capstone.poems import FORMS, distinct_ratio, follows_form, form_adherence, instruction_pairs
+from book.ch09_capstone.studies_poems import FORMS, distinct_ratio, follows_form, form_adherence, instruction_pairs
 from book.results import note
 
 __all__ = ["PoetConfig", "poet_config", "PoetResult", "pair_messages", "balanced_pairs", "fitting_pairs",

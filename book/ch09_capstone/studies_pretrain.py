@@ -39,7 +39,7 @@ from minillm.model.transformer import GPT
 from minillm.presets import by_size, size_profile
 from minillm.train.checkpoint import latest_checkpoint, load_checkpoint_state
 from minillm.train.trainer import Trainer
-from book.ch09_capstone.corpus import capstone_corpus, capstone_tokenizer, encode_documents
+from book.ch09_capstone.studies_corpus import capstone_corpus, capstone_tokenizer, encode_documents
 from book.results import note
 
 __all__ = ["LANGUAGES", "CapstoneData", "capstone_data", "bits_per_byte", "Recipe", "MODERN", "GPT2",

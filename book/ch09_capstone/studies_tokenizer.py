@@ -44,7 +44,7 @@ from minillm.data.bpe_train import train_bpe
 from minillm.data.tokenizer import BPETokenizer, CharTokenizer
 from minillm.model.calculator import param_breakdown
 from minillm.presets import by_size
-from book.ch09_capstone.corpus import SPECIAL_TOKENS, Corpus, capstone_tokenizer
+from book.ch09_capstone.studies_corpus import SPECIAL_TOKENS, Corpus, capstone_tokenizer
 
 __all__ = ["TokenizerConfig", "tokenizer_config", "truncate_bpe", "vocab_ladder", "as_byte_bpe", "char_tokenizer",
            "unknown_chars", "bytes_per_token_rows", "MIXTURES", "mixture_rows", "teaching_sample",

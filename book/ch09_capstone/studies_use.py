@@ -39,7 +39,7 @@ from minillm.model.hf import CONFIG_FILE, WEIGHTS_FILE, export_llama
 from minillm.model.transformer import GPT
 from minillm.presets import by_size
 from minillm.textgen import END_TOKENS
-from book.ch09_capstone.poems import form_prompt
+from book.ch09_capstone.studies_poems import form_prompt
 
 __all__ = ["UseConfig", "use_config", "poet_prompt_text", "use_prompts", "kv_cache_rows", "HF_FILES", "export_hf",
            "hf_greedy_check"]
@@ -199,7 +199,7 @@ def _tokenizer_config(tok: Any, block_size: int) -> dict:
     end = next((t for t in END_TOKENS if t in specials), None)
     if end is None:
         raise ValueError(f"the tokenizer has none of the end tokens {END_TOKENS}: transformers would not know where "
-                         "a text ends; train it with special_tokens=SPECIAL_TOKENS (book.ch09_capstone.corpus)")
+                         "a text ends; train it with special_tokens=SPECIAL_TOKENS (book.ch09_capstone.studies_corpus)")
     cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": end, "pad_token": end,
            "unk_token": None, "add_bos_token": False, "add_eos_token": False,
            "clean_up_tokenization_spaces": False,  # decode must give back exactly what minillm decodes

@@ -8,8 +8,8 @@ import torch
 
 from minillm import GPT, ModelConfig
 from minillm.finetune.chat import ChatTemplate
-from book.ch09_capstone.corpus import capstone_corpus, capstone_tokenizer
-from book.ch09_capstone.poems import instruction_pairs
+from book.ch09_capstone.studies_corpus import capstone_corpus, capstone_tokenizer
+from book.ch09_capstone.studies_poems import instruction_pairs
 from book.ch09_capstone.studies_grpo import (GRPOPoetConfig, draw_prompts, eval_row, grpo_poet, grpo_poet_config,
                                              prompt_buckets, reward_hacking)
 from book.ch09_capstone.studies_poet import pair_messages

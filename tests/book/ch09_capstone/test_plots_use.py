@@ -9,8 +9,8 @@ pytest.importorskip("ipywidgets")
 
 from minillm.data.tokenizer import CharTokenizer
 from minillm.textgen import generate_text
-from book.ch09_capstone.corpus import capstone_corpus, capstone_tokenizer, encode_documents
-from book.ch09_capstone.poems import FORMS, follows_form, form_prompt
+from book.ch09_capstone.studies_corpus import capstone_corpus, capstone_tokenizer, encode_documents
+from book.ch09_capstone.studies_poems import FORMS, follows_form, form_prompt
 from book.ch09_capstone.plots_use import MODES, SamplingWidget
 from book.runs import Run, train
 

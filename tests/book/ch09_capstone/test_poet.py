@@ -12,8 +12,8 @@ from minillm import GPT, ModelConfig
 from minillm.finetune.chat import ChatTemplate
 from minillm.finetune.sft import IGNORE, pack
 from minillm.generate import generate
-from book.ch09_capstone.corpus import capstone_corpus, capstone_tokenizer
-from book.ch09_capstone.poems import FORMS, form_adherence, instruction_pairs
+from book.ch09_capstone.studies_corpus import capstone_corpus, capstone_tokenizer
+from book.ch09_capstone.studies_poems import FORMS, form_adherence, instruction_pairs
 from book.ch09_capstone.studies_poet import (PoetConfig, balanced_pairs, decode_responses, decoding_stats,
                                              fitting_pairs, form_eval, heldout_eval_pairs, pair_messages,
                                              poet_config, response_loss, sft_poet)

@@ -10,7 +10,7 @@ import torch
 from minillm import GPT, ModelConfig, load_run
 from minillm.data.special_tokens import EOS_TOKEN
 from minillm.evaluation.harness import perplexity
-from book.ch09_capstone.corpus import capstone_corpus
+from book.ch09_capstone.studies_corpus import capstone_corpus
 from book.ch09_capstone.plots_pretrain import plot_bits_per_byte, plot_loss_vs_time
 from book.ch09_capstone.studies_pretrain import (bits_per_byte, capstone_data, compare_recipes, exact_resume,
                                                  pretrain, pretrain_base, pretrain_config, pretrain_modern)

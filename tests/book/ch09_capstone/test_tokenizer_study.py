@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 
 from book.ch09_capstone import plots_tokenizer as P  # noqa: E402
 from book.ch09_capstone import studies_tokenizer as S  # noqa: E402
-from book.ch09_capstone.corpus import SPECIAL_TOKENS, capstone_corpus  # noqa: E402
+from book.ch09_capstone.studies_corpus import SPECIAL_TOKENS, capstone_corpus  # noqa: E402
 from minillm import GPT, ByteBPE, CharTokenizer, train_bpe  # noqa: E402
 from minillm.data.tokenizer import BPETokenizer  # noqa: E402
 

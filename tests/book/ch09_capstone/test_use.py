@@ -16,8 +16,8 @@ from minillm.finetune.chat import ChatTemplate, as_messages
 from minillm.generate import generate
 from minillm.model.hf import import_llama
 from minillm.model.transformer import GPT
-from book.ch09_capstone.corpus import capstone_corpus, capstone_tokenizer, encode_documents
-from book.ch09_capstone.poems import form_prompt
+from book.ch09_capstone.studies_corpus import capstone_corpus, capstone_tokenizer, encode_documents
+from book.ch09_capstone.studies_poems import form_prompt
 from book.ch09_capstone.studies_use import (HF_FILES, UseConfig, export_hf, hf_greedy_check, kv_cache_rows,
                                             poet_prompt_text, use_config, use_prompts)
 from book.runs import Run, train

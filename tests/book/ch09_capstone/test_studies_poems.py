@@ -1,4 +1,4 @@
-"""The poet's task: forms from shape, splits by title, pairs and the reward (book/ch09_capstone/poems.py)."""
+"""The poet's task: forms from shape, splits by title, pairs and the reward (book/ch09_capstone/studies_poems.py)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import lzma
 import pytest
 import torch
 
-from book.ch09_capstone import poems as P
+from book.ch09_capstone import studies_poems as P
 
 JUEJU5 = "春眠不覺曉，處處聞啼鳥。\n夜來風雨聲，花落知多少。"
 LUSHI7 = "\n".join(["昔人已乘黃鶴去，此地空餘黃鶴樓。", "黃鶴一去不復返，白雲千載空悠悠。",

@@ -1,10 +1,10 @@
-"""The capstone's corpora and tokenizer (book/ch09_capstone/corpus.py), on the shipped data at ci size."""
+"""The capstone's corpora and tokenizer (book/ch09_capstone/studies_corpus.py), on the shipped data at ci size."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from book.ch09_capstone import corpus as C
+from book.ch09_capstone import studies_corpus as C
 from minillm.data.special_tokens import EOS_TOKEN
 
 

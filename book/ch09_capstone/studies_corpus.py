@@ -28,7 +28,7 @@ from minillm.data.special_tokens import EOS_TOKEN
 from minillm.data.tokenizer import BPETokenizer
 from minillm.finetune.chat import CHAT_TOKENS
 from minillm.presets import by_size
-from book.ch09_capstone.poems import Poem, load_poems, split_by_title
+from book.ch09_capstone.studies_poems import Poem, load_poems, split_by_title
 
 __all__ = ["SHAKESPEARE", "TANG", "DATA_ENV", "data_path", "CorpusSize", "corpus_size", "Corpus", "capstone_corpus",
            "capstone_tokenizer", "encode_documents", "SPECIAL_TOKENS"]
