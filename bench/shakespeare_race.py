@@ -1,0 +1,310 @@
+"""Chapter 09's Shakespeare race: nanoGPT's char-level recipe against ours, in the same wall-clock time (issue #24).
+Survey §4.2.2 (architecture configuration) and §4.3.1 (optimization settings), on real text.
+
+    python bench/shakespeare_race.py                      # laptop: the real race, ~2-3 minutes on 2 idle cores
+    python bench/shakespeare_race.py --size ci --out /tmp/race.jsonl   # a smoke run in seconds
+    python bench/shakespeare_race.py --size gpu           # nanoGPT's 1-GPU config vs ours on CUDA (unmeasured)
+
+Data: data/tinyshakespeare.txt, one id per character over the whole file (65 symbols), the first 90% trains and
+the last 10% is held out: nanoGPT's shakespeare_char split.
+
+The baseline is nanoGPT's recipe written in minillm (nanoGPT itself is not installable offline): GPT-2 blocks
+(learned positions, pre-LayerNorm, GELU MLP 4x, no biases, tied embeddings), AdamW lr 1e-3 betas (0.9, 0.99)
+weight decay 0.1, 100 warmup steps, cosine to 1e-4, grad clip 1, batches of random windows. laptop = its CPU
+config (4 layers, 4 heads, 128 wide, context 64, batch 12, 2000 steps, dropout 0; val ~1.89 there);
+gpu = its GPU config (6 x 6 x 384, context 256, batch 64, 5000 steps, dropout 0.2; published val 1.47).
+Known differences from nanoGPT: minillm does not weight-decay the embeddings, and its warmup is lr*(s+1)/W.
+
+Ours is what chapters 04-05 measured better, sized for the budget (see `recipes`). It trains for the seconds the
+baseline took, not for a step count: a time-budgeted schedule. Its step count S is planned from its own measured
+step time: after `probe` steps (inside the warmup, where the lr does not depend on S) S = steps done + seconds
+left / seconds per step. With WSD the lr stays at its peak until the last decay_frac*S steps and does not depend on
+S either, so S is re-planned every `replan` steps from the step time measured so far (load on a shared machine
+moves it) until the decay begins; from there S is fixed and the decay ends where the budget does. Those probe
+steps are real training steps: nothing is thrown away and the probing costs no time.
+
+Timing: seconds inside Trainer.fit, both sides; building the model and every evaluation (the curve's val points,
+the final score) are left out of both. nanoGPT's own run also evaluates every 250 steps (~5% of its time).
+Both recipes run one after the other in one process with the same torch threads, so machine load hits both.
+
+Scoring, the same for both: `minillm.evaluation.loss.heldout_loss`, every held-out character scored once in
+windows of the model's own context (`eval_windows=None`; nanoGPT averages 20 random batches); ours is also scored
+with the baseline's context ("val_loss_short") when its context is longer.
+
+Appends one JSON line to --out (default bench/results/shakespeare_race.jsonl): {"bench", "size", "threads",
+"recipes": {name: {config, steps, seconds, tokens, val_loss, curve [[seconds, step, train loss]], val_curve
+[[seconds, step, val loss]], ...}}, "time_ratio" (ours / baseline seconds), "goal", "goal_met", "provenance"}.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from minillm.config import ModelConfig, TrainConfig
+from minillm.data.loader import DataSplits
+from minillm.data.tokenizer import CharTokenizer, encode_array
+from minillm.evaluation.loss import heldout_loss
+from minillm.model.transformer import GPT
+from minillm.presets import by_size
+from minillm.provenance import provenance
+from minillm.train.trainer import Trainer
+
+RECORD = "shakespeare_race.jsonl"
+GOAL = 1.60  # issue #24: val loss <= 1.60 in the baseline's wall-clock time
+TIME_SLACK = 0.02  # ours may overrun the baseline's seconds by 2%: its plan rests on a measured step time
+TRAIN_FRACTION = 0.9  # nanoGPT's shakespeare_char split
+CURVE_POINTS = 50  # train-loss rows kept per recipe (the Trainer's log_interval is set to give about this many)
+
+__all__ = ["Recipe", "RaceSettings", "recipes", "race_settings", "load_shakespeare", "train_recipe", "race", "main"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One way to train: a model and a TrainConfig. budgeted=True: train for a number of seconds (the schedule is
+    planned to end there), not for train.max_steps, which is then only the first guess the Trainer is built with."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    budgeted: bool = False
+    probe: int = 20  # budgeted: steps timed before the first plan (they must lie inside the warmup)
+    replan: int = 50  # budgeted WSD: steps between re-plans, until the decay begins
+
+    def __post_init__(self) -> None:
+        if self.budgeted and self.probe >= self.train.warmup_steps:
+            raise ValueError(f"Recipe {self.name!r}: probe={self.probe} must be below warmup_steps="
+                             f"{self.train.warmup_steps}, where the lr does not yet depend on the planned step count")
+        if self.probe < 2 or self.replan < 1:
+            raise ValueError(f"Recipe {self.name!r}: probe={self.probe} must be >= 2 (the first step is not timed) "
+                             f"and replan={self.replan} >= 1")
+
+    def config(self, train: TrainConfig | None = None) -> dict[str, Any]:
+        """The recipe as JSON; train: the TrainConfig it ended with (a budgeted run's planned max_steps)."""
+        out = {"model": self.model.to_dict(), "train": (train or self.train).to_dict(), "budgeted": self.budgeted}
+        return out | ({"probe": self.probe, "replan": self.replan} if self.budgeted else {})
+
+
+@dataclass(frozen=True)
+class RaceSettings:
+    """What a size profile scores with. eval_windows: windows of the final score (None = every held-out token
+    once); val_points: evaluations along each run on val_point_windows windows (left out of the timing)."""
+
+    eval_windows: int | None
+    val_points: int = 6
+    val_point_windows: int = 32
+    train_chars: int | None = None  # ci: train on a slice (the tokenizer still covers the whole file)
+
+
+def race_settings(size: str) -> RaceSettings:
+    return by_size(ci=RaceSettings(eval_windows=8, val_points=2, val_point_windows=4, train_chars=100_000),
+                   laptop=RaceSettings(eval_windows=None), gpu=RaceSettings(eval_windows=None), size=size)
+
+
+def _nanogpt(vocab_size: int, *, n_layer: int, n_head: int, n_embd: int, block_size: int, dropout: float,
+             **kw: Any) -> ModelConfig:
+    """nanoGPT's model.py: GPT-2 blocks, bias=False (LayerNorm without bias too), tied input/output embeddings."""
+    return ModelConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                       norm="layernorm", activation="gelu", position="learned", bias=False, dropout=dropout,
+                       tie_embeddings=True, **kw)
+
+
+def recipes(size: str, vocab_size: int) -> tuple[Recipe, Recipe]:
+    """(baseline, ours) for a size profile."""
+    common = dict(progress=False, eval_interval=0, optimizer="torch_adamw", seed=1337)
+    if size == "gpu":
+        base = Recipe("nanogpt", _nanogpt(vocab_size, n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
+                                          pad_vocab_multiple=64),
+                      TrainConfig(batch_size=64, max_steps=5000, lr=1e-3, min_lr=1e-4, warmup_steps=100, beta2=0.99,
+                                  weight_decay=0.1, grad_clip=1.0, device="cuda", precision="bf16", compile=True,
+                                  **common))
+        ours = Recipe("ours", ModelConfig(vocab_size=vocab_size, block_size=256, n_layer=8, n_head=8, n_embd=512,
+                                          norm="rmsnorm", activation="swiglu", position="rope", bias=False,
+                                          dropout=0.1, kernels="triton", pad_vocab_multiple=64),
+                      TrainConfig(batch_size=64, max_steps=5000, lr=2e-3, min_lr=2e-5, warmup_steps=200, beta2=0.99,
+                                  schedule="wsd", decay_frac=0.3, weight_decay=0.1, grad_clip=1.0, device="cuda",
+                                  precision="bf16", compile=True, **common),
+                      budgeted=True, probe=150, replan=200)
+        return base, ours
+    if size == "ci":
+        base = Recipe("nanogpt", _nanogpt(vocab_size, n_layer=2, n_head=2, n_embd=32, block_size=32, dropout=0.0),
+                      TrainConfig(batch_size=8, max_steps=30, lr=1e-3, min_lr=1e-4, warmup_steps=5, beta2=0.99,
+                                  device="cpu", precision="fp32", **common))
+        ours = Recipe("ours", ModelConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                                          norm="rmsnorm", activation="swiglu", position="rope", bias=False),
+                      TrainConfig(batch_size=8, max_steps=30, lr=3e-3, min_lr=3e-5, warmup_steps=6, beta2=0.99,
+                                  schedule="wsd", decay_frac=0.3, device="cpu", precision="fp32", **common),
+                      budgeted=True, probe=4, replan=5)
+        return base, ours
+    if size != "laptop":
+        raise ValueError(f"size={size!r} is not valid; choose ci, laptop or gpu")
+    base = Recipe("nanogpt", _nanogpt(vocab_size, n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0),
+                  TrainConfig(batch_size=12, max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=100, beta2=0.99,
+                              weight_decay=0.1, grad_clip=1.0, device="cpu", precision="fp32", **common))
+    ours = Recipe("ours", ModelConfig(vocab_size=vocab_size, block_size=128, n_layer=4, n_head=4, n_embd=128,
+                                      norm="rmsnorm", activation="swiglu", position="rope", bias=False),
+                  TrainConfig(batch_size=16, max_steps=2000, lr=3e-3, min_lr=3e-5, warmup_steps=50, beta2=0.99,
+                              schedule="wsd", decay_frac=0.3, weight_decay=0.1, grad_clip=1.0, device="cpu",
+                              precision="fp32", **common),
+                  budgeted=True, probe=20, replan=50)
+    return base, ours
+
+
+def load_shakespeare(train_chars: int | None = None) -> tuple[CharTokenizer, np.ndarray, np.ndarray]:
+    """(tokenizer over the whole file, train ids (first 90%), val ids (last 10%)); train_chars keeps only the first
+    that many training characters (a smoke run), the held-out part is unchanged."""
+    from book.ch09_capstone.studies_corpus import SHAKESPEARE, data_path
+
+    text = data_path(SHAKESPEARE).read_text(encoding="utf-8")
+    tok = CharTokenizer.from_text(text)
+    ids = encode_array(tok, text)  # (N,) one id per character
+    cut = int(len(ids) * TRAIN_FRACTION)
+    train = ids[:cut] if train_chars is None else ids[:min(cut, train_chars)]
+    return tok, train, ids[cut:]
+
+
+@dataclass
+class _Clock:
+    """Seconds spent training: the Trainer's own elapsed_s minus what our hooks (val points) took inside fit."""
+
+    paused: float = 0.0
+    curve: list[list[float]] = field(default_factory=list)  # [seconds, step, train loss]
+    val_curve: list[list[float]] = field(default_factory=list)  # [seconds, step, val loss]
+
+
+def _plan(done: int, used_s: float, step_s: float, budget_s: float) -> int:
+    """Steps a budget affords: those done plus the seconds left at the measured seconds per step (at least one)."""
+    return done + max(1, int((budget_s - used_s) / step_s))
+
+
+def _decay_start(steps: int, decay_frac: float) -> int:
+    """The first (0-based) step of a WSD decay over the last ceil(decay_frac * steps) steps, as lr_at has it."""
+    return steps - math.ceil(decay_frac * steps)
+
+
+def train_recipe(recipe: Recipe, train: np.ndarray, val: np.ndarray, settings: RaceSettings,
+                 budget_s: float | None = None, short_context: int | None = None) -> dict[str, Any]:
+    """Train `recipe` (for budget_s seconds of training if it is budgeted) and score it; returns its record entry.
+    short_context: also score with windows this long ("val_loss_short") if the model's context is longer."""
+    if recipe.budgeted != (budget_s is not None):
+        raise ValueError(f"recipe {recipe.name!r}: budgeted={recipe.budgeted} needs budget_s "
+                         f"{'(seconds)' if recipe.budgeted else '=None'}, got {budget_s!r}")
+    torch.manual_seed(recipe.train.seed)
+    model = GPT(recipe.model)
+    clock = _Clock()
+    cfg = recipe.train
+    val_t = torch.from_numpy(val.astype(np.int64))
+    val_at: list[int] = []  # the hook scores a val point at the first logged row at or past each of these steps
+
+    def on_step(trainer: Trainer, row: dict) -> None:
+        t0 = time.perf_counter()
+        clock.curve.append([round(row["elapsed_s"] - clock.paused, 3), row["step"], round(row["loss"], 4)])
+        if val_at and row["step"] >= val_at[0]:
+            while val_at and row["step"] >= val_at[0]:
+                val_at.pop(0)
+            loss = heldout_loss(trainer.model, val_t, max_windows=settings.val_point_windows)
+            clock.val_curve.append([clock.curve[-1][0], row["step"], round(loss, 4)])
+            trainer.model.train()
+        clock.paused += time.perf_counter() - t0
+
+    def plan(steps: int) -> None:  # the schedule ends at `steps`; log ~CURVE_POINTS rows, val_points evenly
+        trainer.cfg = cfg.replace(max_steps=steps, log_interval=max(1, steps // CURVE_POINTS))
+        val_at[:] = [k for i in range(settings.val_points)
+                     if (k := round(steps * (i + 1) / settings.val_points)) > trainer.step]
+
+    with warnings.catch_warnings():  # no validation split on purpose: we score with heldout_loss, outside the timing
+        warnings.filterwarnings("ignore", message="the data has no validation split")
+        trainer = Trainer(model, cfg, DataSplits(train, None), hooks={"on_step": on_step})
+
+    def used() -> float:
+        return trainer.elapsed_s - clock.paused
+
+    plans: list[list[float]] = []  # budgeted: [step, seconds used, planned steps] at each plan
+    plan(cfg.max_steps)
+    if not recipe.budgeted:
+        trainer.fit()
+    else:
+        # The Trainer reads trainer.cfg at every step (lr_at) and in every fit(), so a new max_steps takes effect
+        # from the next step; the loader's batches do not depend on it.
+        trainer.fit(stop_at=1)  # the first step pays one-off costs (allocations, compilation): not in the rate
+        mark = (trainer.step, used())
+        trainer.fit(stop_at=recipe.probe)
+        while True:
+            # The rate of the steps since the last plan: on a shared machine the near past predicts the rest best.
+            rate = (used() - mark[1]) / (trainer.step - mark[0])
+            steps = _plan(trainer.step, used(), rate, budget_s)
+            while cfg.schedule == "wsd" and _decay_start(steps, cfg.decay_frac) < trainer.step:
+                steps += 1  # never plan the decay to start behind the next step: the lr would drop at once
+            plan(steps)
+            plans.append([trainer.step, round(used(), 3), steps])
+            decay_at = _decay_start(steps, cfg.decay_frac) if cfg.schedule == "wsd" else trainer.step
+            if trainer.step + recipe.replan > decay_at:
+                break
+            mark = (trainer.step, used())
+            trainer.fit(stop_at=trainer.step + recipe.replan)
+        trainer.fit()
+    seconds = used()
+    t0 = time.perf_counter()
+    val_loss = heldout_loss(model, val_t, max_windows=settings.eval_windows)
+    out: dict[str, Any] = {
+        "config": recipe.config(trainer.cfg), "params": model.num_params(non_embedding=False),
+        "non_embedding_params": model.num_params(), "flops_per_token": model.flops_per_token(),
+        "steps": trainer.step, "seconds": round(seconds, 3), "tokens": trainer.step * trainer.tokens_per_step,
+        "val_loss": round(val_loss, 4), "curve": clock.curve, "val_curve": clock.val_curve,
+    }
+    if short_context is not None and short_context < recipe.model.block_size:
+        out["val_loss_short"] = round(heldout_loss(model, val_t, length=short_context,
+                                                   max_windows=settings.eval_windows), 4)
+        out["short_context"] = short_context
+    if recipe.budgeted:
+        out.update(budget_s=round(budget_s, 3), plans=plans)
+    out["eval_seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def race(size: str, threads: int | None = None) -> dict[str, Any]:
+    """Run both recipes one after the other in this process and return the record (without provenance)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    settings = race_settings(size)
+    tok, train, val = load_shakespeare(settings.train_chars)
+    base, ours = recipes(size, tok.vocab_size)
+    b = train_recipe(base, train, val, settings)
+    o = train_recipe(ours, train, val, settings, budget_s=b["seconds"], short_context=base.model.block_size)
+    ratio = o["seconds"] / b["seconds"]
+    return {"bench": "shakespeare_race", "size": size, "threads": torch.get_num_threads(),
+            "data": {"file": "data/tinyshakespeare.txt", "vocab_size": tok.vocab_size, "train_tokens": len(train),
+                     "val_tokens": len(val)},
+            "eval_windows": settings.eval_windows, "recipes": {base.name: b, ours.name: o},
+            "time_ratio": round(ratio, 4), "goal": GOAL, "time_slack": TIME_SLACK,
+            "goal_met": bool(o["val_loss"] <= GOAL and ratio <= 1.0 + TIME_SLACK)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from book.results import append, path
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", default="laptop", choices=("ci", "laptop", "gpu"))
+    ap.add_argument("--out", default=None, help=f"JSONL file the record is appended to [default: bench/results/"
+                                                f"{RECORD}]")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's, all cores]")
+    args = ap.parse_args(argv)
+    record = race(args.size, args.threads)
+    record["provenance"] = provenance()
+    out = append(Path(args.out).resolve() if args.out else path(RECORD, must_exist=False), record)
+    b, o = record["recipes"]["nanogpt"], record["recipes"]["ours"]
+    print(f"nanogpt: val {b['val_loss']:.3f} in {b['seconds']:.1f} s ({b['steps']} steps); ours: val "
+          f"{o['val_loss']:.3f} in {o['seconds']:.1f} s ({o['steps']} steps); time ratio {record['time_ratio']:.3f}; "
+          f"goal val <= {GOAL} {'met' if record['goal_met'] else 'NOT met'} -> {out}", flush=True)
+    return record
+
+
+if __name__ == "__main__":
+    main()
