@@ -94,7 +94,7 @@ def summary_markdown(header: dict[str, Any], results: list[dict[str, Any]]) -> s
                          f"| {(x['break_reasons'] or [''])[0]} |")
     summary = by.get("kernels", {}).get("summary") or {}
     if summary:
-        lines += ["", "## Kernels (bench/kernels.py): minillm vs the others, geometric mean over the sizes measured",
+        lines += ["", "## Kernels (bench/kernel_speed.py): minillm vs the others, geometric mean over the sizes measured",
                   "", "speed-up > 1 and memory ratio < 1 favour minillm.", "",
                   "| op | speed-up vs eager | vs compile | vs liger | memory vs eager | vs compile |",
                   "|---|---|---|---|---|---|"]

@@ -1,9 +1,9 @@
 """What the kernel benchmarks share: timing forward+backward on a GPU (CUDA events, L2 flushed, calls queued
-ahead) or by wall clock in smoke mode, errors between outputs, and kernels.py's per-op summary (also read by
+ahead) or by wall clock in smoke mode, errors between outputs, and kernel_speed.py's per-op summary (also read by
 gpu_check.py).
 
 A module of its own with a private name: `kernels` is also the name of a PyPI package (Hugging Face's), which can
-shadow bench/kernels.py when another import loaded it first.
+shadow bench/kernel_speed.py when another import loaded it first.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ops bench/kernels.py and bench/attention_bench.py measure: seeded inputs for one size, and each implementation
+"""The ops bench/kernel_speed.py and bench/attention_bench.py measure: seeded inputs for one size, and each implementation
 as a function of them. Survey §4.3 (efficient training), §4.2.2 (the ops; attention and FlashAttention).
 
 Each op: inputs(op, shape, device, dtype) -> (args, leaves), and one function per implementation taking *args

@@ -1,4 +1,4 @@
-"""What bench/kernels.py and bench/mfu.py share so that a short GPU lease loses nothing: rows written to disk the
+"""What bench/kernel_speed.py and bench/mfu.py share so that a short GPU lease loses nothing: rows written to disk the
 moment they are measured, a time budget that stops a run cleanly, a SIGTERM that does the same, and a table
 printed as the rows come in. Not a script (the leading underscore): the benches import it from their folder.
 

@@ -24,7 +24,7 @@ so far) and records those it skipped; a SIGTERM stops the same way (bench/_live.
 Per case and implementation, in this order:
     check   one forward+backward with a seeded output gradient, against SDPA with PyTorch's own choice of backend
             on the same inputs (bf16): max_err_out (the output) and max_err_grad (dq, dk, dv), max |difference|
-    time    forward (under no_grad: inference) and forward+backward with bench/kernels.py's Bench: CUDA events, L2
+    time    forward (under no_grad: inference) and forward+backward with bench/kernel_speed.py's Bench: CUDA events, L2
             flushed before each call, calls queued behind a GPU-side wait, median of --repeats after --warmup;
             ms and TFLOP/s (_kernel_ops.attention_flops: 4*B*H*T*T*D / 2 causal forward, 3.5x for fwd+bwd)
     memory  peak_mb: max_memory_allocated during one forward+backward minus what was allocated before it (CUDA);
@@ -38,7 +38,7 @@ against the goal; `memory_growth`: per implementation, p in memory ~ T^p over st
     python bench/attention_bench.py --budget-s 45    # what fits in 45 s, stage 1 first (bench/gpu_check.py)
     python bench/attention_bench.py --impls minillm --impls sdpa_flash --max-stage 1 --repeats 50
     python bench/attention_bench.py --smoke [--out PATH]   # no GPU: tiny sizes, ours in Triton's interpreter
-    python bench/kernels.py --ops attention [...]    # the same, from the kernels bench
+    python bench/kernel_speed.py --ops attention [...]    # the same, from the kernels bench
 
 Writes to bench/results/attention.jsonl (or --out), as bench/_live.py describes: one line per row as it is
 measured, then the run's record {"bench": "attention", "record": "run", "device", "dtype", "rows", "summary",
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def from_kernels_args(args: argparse.Namespace) -> int:
-    """`bench/kernels.py --ops attention ...`: this bench with that command's settings (its own rows and file)."""
+    """`bench/kernel_speed.py --ops attention ...`: this bench with that command's settings (its own rows and file)."""
     if set(args.ops) != {"attention"} or args.impls or args.max_stage != 3:
         print("--ops attention runs alone, without --impls or --max-stage (its implementations and stages are "
               "bench/attention_bench.py's: pass those to it directly); run the other ops separately", file=sys.stderr)

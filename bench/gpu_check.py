@@ -21,7 +21,7 @@ their planned limits in seconds (scaled to --budget-s; STAGES below):
     mfu          (160) bench/mfu.py: GPT-2 124M eager, compile, compile + our kernels, then the Llama-style block;
                  tokens/s, MFU, peak memory, graph breaks (torch._dynamo.explain; TORCH_LOGS=graph_breaks,
                  recompiles in mfu.log)
-    kernels      (65) bench/kernels.py: ours vs eager, torch.compile and Liger (when importable), most informative
+    kernels      (65) bench/kernel_speed.py: ours vs eager, torch.compile and Liger (when importable), most informative
                  sizes first
 
 A stage that passes its limit gets SIGTERM (the benches then write their run record), GRACE_S later SIGKILL for
@@ -210,12 +210,12 @@ def attention_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[s
 
 
 def kernels_commands(args: argparse.Namespace, work: Path, limit: float) -> list[list[str]]:
-    return [[sys.executable, "bench/kernels.py", "--out", str(args.out / "kernels.jsonl"),
+    return [[sys.executable, "bench/kernel_speed.py", "--out", str(args.out / "kernels.jsonl"),
              "--budget-s", bench_budget(args, limit), *(["--smoke"] if args.smoke else [])]]
 
 
 def kernels_figures(args: argparse.Namespace, out: Path, work: Path) -> dict[str, Any]:
-    from _kernel_bench import summarize  # kernels.py's own geometric means, over the rows on disk
+    from _kernel_bench import summarize  # kernel_speed.py's own geometric means, over the rows on disk
 
     rows, run = _run_rows(out / "kernels.jsonl")
     failed = [f"{r['op']} {r['shape']} {r['impl']}: {r['error']}"[:300] for r in rows if r.get("error")]

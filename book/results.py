@@ -48,7 +48,7 @@ MAKERS: dict[str, str] = {
     "finetune_studies.jsonl": "python bench/finetune_studies.py --out {out}",
     "capstone_studies.jsonl": "python bench/capstone_studies.py --out {out}",
     "shakespeare_race.jsonl": "python bench/shakespeare_race.py --out {out}",
-    "kernels.jsonl": "python bench/kernels.py --out {out}",
+    "kernels.jsonl": "python bench/kernel_speed.py --out {out}",
     "attention.jsonl": "python bench/attention_bench.py --out {out}",
     "kv_cache.jsonl": "python bench/kv_cache.py --out {out}",
     "mfu.jsonl": "python bench/mfu.py --out {out}",

@@ -85,7 +85,7 @@ def test_attention_smoke_measures_every_implementation(tmp_path):
 
 def test_kernels_bench_hands_attention_over_and_the_budget_skips_in_order(tmp_path):
     out = tmp_path / "a.jsonl"
-    proc = run("bench/kernels.py", "--ops", "attention", "--smoke", "--budget-s", "0", "--out", str(out))
+    proc = run("bench/kernel_speed.py", "--ops", "attention", "--smoke", "--budget-s", "0", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (rec,) = [json.loads(line) for line in out.read_text().splitlines()]  # nothing fitted: the run's record only
     assert rec["bench"] == "attention" and rec["complete"] is False and rec["rows"] == []
@@ -96,7 +96,7 @@ def test_kernels_bench_hands_attention_over_and_the_budget_skips_in_order(tmp_pa
 
 
 def test_kernels_bench_runs_attention_alone(monkeypatch, capsys):
-    kernels = bench_module("kernels", monkeypatch)
+    kernels = bench_module("kernel_speed", monkeypatch)
     assert kernels.main(["--ops", "attention", "--ops", "rmsnorm", "--smoke"]) == 2
     assert kernels.main(["--ops", "attention", "--impls", "liger", "--smoke"]) == 2
     assert "runs alone" in capsys.readouterr().err
@@ -194,7 +194,7 @@ def test_summary_compares_ours_with_the_fastest_sdpa_backend(monkeypatch):
 
 
 def test_an_installed_package_named_kernels_does_not_shadow_the_bench(monkeypatch):
-    """Hugging Face's `kernels` package (a dependency of some installs) once shadowed bench/kernels.py when another
+    """Hugging Face's `kernels` package (a dependency of some installs) once shadowed bench/kernel_speed.py when another
     import had loaded it first: the benches import their shared pieces from private module names instead."""
     import types
     monkeypatch.setitem(sys.modules, "kernels", types.ModuleType("kernels"))  # as if the PyPI package were loaded

@@ -1,4 +1,4 @@
-"""bench/kernels.py and bench/mfu.py run end to end (--smoke: tiny sizes, Triton's CPU interpreter) and refuse a
+"""bench/kernel_speed.py and bench/mfu.py run end to end (--smoke: tiny sizes, Triton's CPU interpreter) and refuse a
 real run without a GPU; they write each row as it is measured, stop cleanly at a budget or a SIGTERM, and their
 files stay readable by book.results. The GPU numbers themselves come from running the scripts on a CUDA machine."""
 from __future__ import annotations
@@ -54,7 +54,7 @@ def finite(x) -> bool:
 
 def test_kernels_smoke(tmp_path):
     out = tmp_path / "x.jsonl"
-    rec = record(run("kernels.py", "--smoke", "--out", str(out)), out)
+    rec = record(run("kernel_speed.py", "--smoke", "--out", str(out)), out)
     assert rec["bench"] == "kernels" and rec["smoke"] is True and rec["device"] == "cpu-interpreter"
     assert rec["dtype"] == "bf16" and rec["triton"] and "command" in rec["provenance"]
     assert {(r["op"], r["impl"]) for r in rec["rows"]} == {(op, i) for op in OPS for i in ("eager", "minillm")}
@@ -73,7 +73,7 @@ def test_kernels_smoke(tmp_path):
 
 def test_kernels_budget_stops_before_any_size_that_does_not_fit(tmp_path):
     out = tmp_path / "x.jsonl"
-    proc = run("kernels.py", "--smoke", "--budget-s", "0", "--out", str(out))
+    proc = run("kernel_speed.py", "--smoke", "--budget-s", "0", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (rec,) = [json.loads(line) for line in out.read_text().splitlines()]  # no rows: nothing fitted
     assert rec["record"] == "run" and rec["complete"] is False and rec["rows"] == []
@@ -86,7 +86,7 @@ def test_kernels_budget_stops_before_any_size_that_does_not_fit(tmp_path):
 def test_kernels_sigterm_keeps_the_rows_and_writes_the_run_record(tmp_path):
     out = tmp_path / "x.jsonl"
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1", "MINILLM_SIZE": "ci"}
-    proc = subprocess.Popen([sys.executable, "bench/kernels.py", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "bench/kernel_speed.py", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text().count("\n") >= 2):  # the first size's two rows are on disk
@@ -185,8 +185,21 @@ def test_mfu_budget_skips_what_does_not_fit(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the scripts run for real")
-@pytest.mark.parametrize("script", ["kernels.py", "mfu.py"])
+@pytest.mark.parametrize("script", ["kernel_speed.py", "mfu.py"])
 def test_without_cuda_needs_smoke(script, tmp_path):
     proc = run(script, "--out", str(tmp_path / "x.jsonl"))
     assert proc.returncode == 2 and "--smoke" in proc.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_no_bench_script_shadows_an_installed_module():
+    """`python bench/X.py` puts bench/ first on sys.path, so a script named like an installed module replaces it for
+    every import in that process: bench/kernels.py once hid Hugging Face's `kernels` package from `transformers`
+    (an ImportError in the capstone's export study). Every script's name must be free among the installed modules."""
+    from importlib.machinery import PathFinder
+    bench = (ROOT / "bench").resolve()
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != bench]
+    names = sorted(p.stem for p in bench.glob("*.py"))
+    assert "kernel_speed" in names and "capstone_studies" in names
+    clashes = [n for n in names if n in sys.builtin_module_names or PathFinder.find_spec(n, elsewhere) is not None]
+    assert clashes == [], f"bench scripts named like installed modules: {clashes}"

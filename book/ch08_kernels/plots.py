@@ -310,8 +310,8 @@ def shipped_kernel_results() -> dict[str, dict | None] | None:
 
     found = {name: results.last(f"{name}.jsonl", where=is_run, missing_ok=True) for name in ("kernels", "mfu")}
     if not any(found.values()):
-        print("No GPU kernel or MFU results are recorded in bench/results yet: no run of bench/kernels.py or "
-              "bench/mfu.py on a CUDA machine has been shipped. On a GPU, run `python bench/kernels.py` and "
+        print("No GPU kernel or MFU results are recorded in bench/results yet: no run of bench/kernel_speed.py or "
+              "bench/mfu.py on a CUDA machine has been shipped. On a GPU, run `python bench/kernel_speed.py` and "
               "`python bench/mfu.py`; they append their records there.")
         return None
     return found
@@ -323,7 +323,7 @@ def plot_shipped_kernels(record: dict):
 
     rows = [r for r in record.get("rows", []) if r.get("speedup_vs_eager") is not None]
     if not rows:
-        raise ValueError("the record has no rows with speedup_vs_eager: pass a bench/kernels.py record")
+        raise ValueError("the record has no rows with speedup_vs_eager: pass a bench/kernel_speed.py record")
     ops = list(dict.fromkeys(r["op"] for r in rows))
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")

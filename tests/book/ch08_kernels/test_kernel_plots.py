@@ -106,7 +106,7 @@ def test_no_shipped_results_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINILLM_RESULTS", str(tmp_path))
     assert plots.shipped_kernel_results() is None
     out = capsys.readouterr().out
-    assert "No GPU kernel or MFU results" in out and "python bench/kernels.py" in out
+    assert "No GPU kernel or MFU results" in out and "python bench/kernel_speed.py" in out
     # a smoke record (CPU interpreter) is not a GPU measurement
     (tmp_path / "kernels.jsonl").write_text(json.dumps({"bench": "kernels", "smoke": True, "rows": []}) + "\n")
     assert plots.shipped_kernel_results() is None

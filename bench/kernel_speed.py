@@ -29,11 +29,11 @@ Each row also has `max_err`: the largest absolute difference of the forward outp
 the eager ones (None for Liger's RoPE, which pairs dimension i with i + D/2, not minillm's adjacent pairs: the
 same work on a different layout).
 
-    python bench/kernels.py                      # every stage, bf16, on a CUDA GPU (minutes: compile per size)
-    python bench/kernels.py --budget-s 90        # what fits in 90 s, stage 1 first (bench/gpu_check.py does this)
-    python bench/kernels.py --ops rope --ops cross_entropy --dtype fp32 --repeats 50 --max-stage 1
-    python bench/kernels.py --smoke [--out PATH] # no GPU: every op once at tiny sizes in Triton's interpreter
-    python bench/kernels.py --ops attention ...  # FlashAttention vs SDPA's backends: bench/attention_bench.py
+    python bench/kernel_speed.py                      # every stage, bf16, on a CUDA GPU (minutes: compile per size)
+    python bench/kernel_speed.py --budget-s 90        # what fits in 90 s, stage 1 first (bench/gpu_check.py does this)
+    python bench/kernel_speed.py --ops rope --ops cross_entropy --dtype fp32 --repeats 50 --max-stage 1
+    python bench/kernel_speed.py --smoke [--out PATH] # no GPU: every op once at tiny sizes in Triton's interpreter
+    python bench/kernel_speed.py --ops attention ...  # FlashAttention vs SDPA's backends: bench/attention_bench.py
 
 Writes to bench/results/kernels.jsonl (or --out), as bench/_live.py describes: one line per row as it is measured
 ({"record": "row", "rows": [row], "provenance", ...}), then the run's record {"bench": "kernels", "record": "run",
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ops and "attention" in args.ops:  # its own bench, rows and file
         from attention_bench import from_kernels_args
         return from_kernels_args(args)
-    cuda = kernel_device("bench/kernels.py", args.smoke, "times Triton kernels",
+    cuda = kernel_device("bench/kernel_speed.py", args.smoke, "times Triton kernels",
                          "that every op runs at tiny sizes in Triton's CPU interpreter (no meaningful timings)")
     if cuda is None:
         return 2
