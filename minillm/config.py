@@ -25,7 +25,7 @@ KERNELS = ("torch", "triton")
 SCHEDULES = ("cosine", "wsd", "linear", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-OPTIMIZERS = ("adamw", "torch_adamw")
+OPTIMIZERS = ("adamw", "torch_adamw", "muon")
 ON_NAN = ("raise", "skip")
 PARALLEL = ("none", "ddp", "fsdp")
 
@@ -232,7 +232,7 @@ class TrainConfig(_Config):
     beta2: float = 0.95  # 0.95 as GPT-3/Llama: reacts faster to gradient-scale changes than 0.999
     eps: float = 1e-8  # Adam denominator epsilon: keeps updates finite when the second moment is ~0
     grad_clip: float | None = 1.0  # max global grad norm; None disables clipping (the norm is still recorded)
-    optimizer: str = "adamw"  # adamw (minillm's own, readable) | torch_adamw (torch, fused on CUDA)
+    optimizer: str = "adamw"  # adamw (minillm's own, readable) | torch_adamw (fused on CUDA) | muon (train/muon.py)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with GradScaler)
     device: str = "auto"  # auto | cpu | cuda | mps; asking for an absent device is an error
     seed: int = 1337  # seeds torch, numpy, python and the data sampler
@@ -285,6 +285,9 @@ class TrainConfig(_Config):
             _positive(n, "grad_clip", self.grad_clip)
         if not isinstance(self.tf32, bool):
             raise ValueError(f"{n}.tf32={self.tf32!r} must be True or False")
+        if self.optimizer == "muon" and self.parallel == "fsdp":
+            raise ValueError(f"{n}.optimizer='muon' needs whole weight matrices, but parallel='fsdp' shards them; "
+                             "use parallel='ddp' (or none) with muon, or an AdamW optimizer with fsdp")
         if self.resume and not self.out_dir:
             raise ValueError(f"{n}.resume=True needs out_dir: the checkpoint to resume from lives there")
 

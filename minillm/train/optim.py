@@ -137,16 +137,21 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | s
     """The optimizer `cfg.optimizer` names, over `param_groups(model, cfg.weight_decay)`.
 
     'adamw' = minillm's readable `AdamW`; 'torch_adamw' = torch's, with its fused single-kernel CUDA
-    implementation when training on CUDA (fastest there; the math is the same).
+    implementation when training on CUDA (fastest there; the math is the same); 'muon' = `train.muon.Muon` on the
+    hidden matrices and AdamW (cfg's betas) on embeddings, the output head, norms and biases.
     """
-    groups = param_groups(model, cfg.weight_decay)
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "muon":
+        from minillm.train.muon import Muon, muon_param_groups  # muon.py builds on this module's AdamW
+
+        return Muon(muon_param_groups(model, cfg.weight_decay), **kwargs)
+    groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return AdamW(groups, **kwargs)
     if cfg.optimizer == "torch_adamw":
         fused = torch.device(device).type == "cuda" if device is not None else None
         return torch.optim.AdamW(groups, fused=fused or None, **kwargs)
-    raise ValueError(f"optimizer={cfg.optimizer!r} is not valid; choose adamw or torch_adamw")
+    raise ValueError(f"optimizer={cfg.optimizer!r} is not valid; choose adamw, torch_adamw or muon")
 
 
 def lr_at(step: int, cfg: TrainConfig, *, wsd_shape: str = "linear") -> float:
