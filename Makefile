@@ -34,7 +34,7 @@ NBVAL_FLAGS := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-
 	--nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test labs gpu-check clean print-lab-cmd
+.PHONY: help setup lab test labs book gpu-check clean print-lab-cmd
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -72,6 +72,10 @@ GPU_CHECK_OUT ?= bench/results/gpu/$(shell date -u +%Y-%m-%dT%H%M%SZ)
 gpu-check:  ## on a CUDA GPU: gpu tests, attention, MFU and kernel benches, DDP smoke run (<= 8 min) into bench/results/gpu/
 	PYTHONPATH=. $(GPU_PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT)
 
+# The rendered textbook (book/site.py): chapters executed at MINILLM_SIZE (ci unless set), labs as handed out.
+book: $(STAMP)  ## build the textbook as a static website into _build/site/html (MINILLM_SIZE=laptop for full outputs)
+	MPLBACKEND=Agg $(BIN)/python -m book.site build --size $(or $(MINILLM_SIZE),ci)
+
 labs: $(STAMP)  ## regenerate the student notebooks in labs/ from labs/solutions/
 	$(BIN)/python -m book.labs build
 
@@ -79,6 +83,6 @@ print-lab-cmd:  ## print the command `make lab` runs
 	@echo '$(LAB_CMD)'
 
 clean:  ## remove .venv, caches and run outputs
-	rm -rf $(VENV) .pytest_cache *.egg-info runs out
+	rm -rf $(VENV) .pytest_cache *.egg-info runs out _build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +
