@@ -2,6 +2,7 @@
 
     python bench/arch_studies.py                       # every study, ~20 min on one CPU thread
     python bench/arch_studies.py --only stability --only moe
+    python bench/arch_studies.py --only objectives     # causal LM vs prefix LM vs T5 span corruption, ~2 min
 
 Each study trains small GPTs on the story corpus (char level) with `ArchRun.for_size("laptop")`, changing
 one architectural choice at a time (minillm/model/studies*.py). Appends to bench/results/arch_studies.jsonl:
@@ -18,6 +19,7 @@ import torch
 from book.ch04_architectures.studies import activation_study, position_extrapolation, stability_map, stability_summary
 from book.ch04_architectures.studies_arch import architecture_comparison, moe_study, prefix_continuation
 from book.ch04_architectures.studies_attention import attention_study, kv_heads_study
+from book.ch04_architectures.studies_objectives import arm_label, objectives_study
 from book.runs import ArchRun
 from book import results
 from book.results import run_studies
@@ -46,6 +48,9 @@ def studies(run: ArchRun) -> dict:
         "moe": (lambda: moe_study(n_experts=(1, 2, 4, 8), run=run),
                 lambda rows: {f"E{r['n_expert']}{'' if r.get('balance', True) else ' no-balance'}":
                               [round(r["val_loss"], 4), round(r.get("max_share") or 0, 3)] for r in rows}),
+        "objectives": (lambda: objectives_study(run=run),
+                       lambda rows: {arm_label(r): {p: round(r[p], 4) for p in ("next_token", "span_fill", "suffix")}
+                                     for r in rows}),
     }
 
 

@@ -14,7 +14,8 @@ from book.ch04_architectures import plots_attention as study_plots_b
 from book.runs import ArchRun
 
 matplotlib.use("Agg")
-STUDIES = ("stability", "activation", "positions", "attention", "kv_heads", "prefix", "architectures", "moe")
+STUDIES = ("stability", "activation", "positions", "attention", "kv_heads", "prefix", "architectures", "moe",
+           "objectives")
 ROOT = Path(__file__).resolve().parents[3]
 # Fields of the recipe that a shipped "run" may lack because the record predates the field, with the value every
 # run had before it existed: Run.model_fields (extra ModelConfig fields) came after the 2026-11-23 records, which
