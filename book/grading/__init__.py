@@ -26,7 +26,7 @@ What a student sees
 Adding a check for a new lab: a module `labNN.py` here builds `Case` objects and calls `register_check`;
 import it below.
 """
-from book.grading import lab00, lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09  # noqa: F401  (importing a lab module registers its checks; cheap, no tensors built)
+from book.grading import lab00, lab01, lab02, lab03, lab03_tokenizer, lab04, lab05, lab06, lab07, lab08, lab09  # noqa: F401  (importing a lab module registers its checks; cheap, no tensors built)
 from book.grading.core import CHECKS, Case, Check, _Mismatch, check, compare_numbers, list_checks, register_check
 
 __all__ = ["CHECKS", "Case", "Check", "check", "compare_numbers", "list_checks", "register_check"]
