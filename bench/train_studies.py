@@ -4,7 +4,7 @@
     python bench/train_studies.py --only lr_sweep
 
 Each study trains the shared small char-level GPT of chapter 04 (`ArchRun.for_size("laptop")`) and changes one
-optimization setting (minillm/train/studies*.py). Appends to bench/results/train_studies.jsonl:
+optimization setting (book/ch05_training/studies*.py). Appends to bench/results/train_studies.jsonl:
 {"study", "run", "rows", "seconds", "provenance"}; the chapter shows the latest record of each beside the
 reader's own runs.
 """
@@ -19,6 +19,7 @@ from book.runs import ArchRun
 from book import results
 from book.results import run_studies
 from book.ch05_training.studies import batch_size_study, gradient_noise_scale, lr_sweep, schedule_study, warmup_study
+from book.ch05_training.studies_optim import LR_GRIDS, decay_clip_study, optimizer_study
 from book.ch05_training.studies_stability import clipping_study, loss_spike_study, precision_study, weight_decay_study
 
 OUT = results.path("train_studies.jsonl", must_exist=False)
@@ -35,6 +36,8 @@ def studies(run: ArchRun) -> dict:
         "clipping": lambda: clipping_study((None, 1.0, 0.25), run),
         "loss_spike": lambda: loss_spike_study(run),
         "precision": lambda: precision_study(("fp32", "bf16"), run),
+        "optimizers": lambda: optimizer_study(LR_GRIDS, run),
+        "decay_clip": lambda: decay_clip_study((0.0, 0.1, 1.0), (None, 1.0, 0.25), run),
     }
 
 

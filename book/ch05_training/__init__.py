@@ -5,6 +5,9 @@ In reading order:
     studies.py            learning rate, warmup, schedules, batch size and the gradient noise scale
     studies_stability.py  weight decay, clipping, a loss spike and its recovery
     plots.py              their figures
+    studies_optim.py      optimizers compared at their own tuned lr, state bytes measured; weight decay and clipping
+                          norms and clip rates
+    plots_optim.py        their figures and tables
     plots_accounting.py   the compute and 3D-parallelism explorers (widgets on minillm.accounting); fp16 underflow
     studies_parallel.py   DDP through the CLI against one process; the lab's all-reduce under torchrun
 """

@@ -6,7 +6,10 @@ checkpointing, parallelism). Modules, one idea each, in reading order:
 
 - ``step.py``        ``train_step``: one optimizer step (accumulation, autocast, clipping, NaN guard); every loop
                      takes its steps here (the Trainer, fine-tuning's ``finetune.sft.optimize``)
-- ``optim.py``       AdamW written out, parameter groups for weight decay, schedules (cosine, WSD, linear), clipping
+- ``optim.py``       AdamW written out, parameter groups for weight decay, schedules (cosine, WSD, linear), clipping;
+                     ``build_optimizer`` for every ``TrainConfig.optimizer`` (SGD, Adam, AdamW, Adafactor, Lion, Muon)
+- ``muon.py``        Muon: Newton-Schulz orthogonalised momentum for the hidden matrices, AdamW for the rest
+- ``lion.py``        Lion: one momentum, sign updates (Chen et al. 2023)
 - ``precision.py``   autocast / GradScaler policy and bytes-per-parameter memory estimates
 - ``trainer.py``     ``Trainer``: the pre-training loop around the step: data, evaluation, hooks, exact resume
 - ``history.py``     what the loop records: history rows, history.jsonl, hooks, MFU
@@ -20,8 +23,10 @@ checkpointing, parallelism). Modules, one idea each, in reading order:
 - ``memory.py``      activation memory measured, and the activation-checkpointing trade-off
 """
 from minillm.train.step import StepResult, lm_loss, train_step
-from minillm.train.optim import AdamW, build_optimizer, clip_grad_norm_, lr_at, lr_curve, param_groups
+from minillm.train.optim import SGDW, AdamW, build_optimizer, clip_grad_norm_, lr_at, lr_curve, param_groups
 from minillm.train.precision import PrecisionPolicy, memory_estimate, param_bytes
+from minillm.train.muon import Muon
+from minillm.train.lion import Lion
 from minillm.train.trainer import Trainer
 from minillm.train.history import read_history
 from minillm.train.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, load_checkpoint_state,
@@ -30,7 +35,7 @@ from minillm.train.rundir import load_run, save_adapter_run, save_run, write_run
 from minillm.train.distributed import Parallelism
 from minillm.train.progress import show_progress
 
-__all__ = ["show_progress", "save_adapter_run", "train_step", "lm_loss", "StepResult", "AdamW", "build_optimizer", "param_groups", "lr_at", "lr_curve",
+__all__ = ["show_progress", "save_adapter_run", "train_step", "lm_loss", "StepResult", "AdamW", "SGDW", "Muon", "Lion", "build_optimizer", "param_groups", "lr_at", "lr_curve",
            "clip_grad_norm_", "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "read_history",
            "save_checkpoint", "load_checkpoint", "load_checkpoint_state", "latest_checkpoint", "list_checkpoints",
            "load_run", "save_run", "write_run_config",

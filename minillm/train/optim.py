@@ -5,6 +5,7 @@ a learning rate that warms up linearly and then decays (cosine down to ~10% of t
 gradient clipping at a global norm of 1.0 for stability. This module writes each of those pieces out:
 
 - `AdamW`: the update rule in ~20 lines of tensor math, numerically equal to `torch.optim.AdamW`.
+- `SGDW` and `build_optimizer`: the optimizers to compare it with (SGD, Adam + L2, Adafactor, Lion, Muon).
 - `param_groups`: which parameters get weight decay, and why.
 - `lr_at`: warmup + cosine / WSD (warmup-stable-decay) / linear / constant schedules.
 - `clip_grad_norm_`: global-norm clipping, equal to `torch.nn.utils.clip_grad_norm_`.
@@ -17,7 +18,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from minillm.config import TrainConfig
+from minillm.config import OPTIMIZERS, TrainConfig
+from minillm.train.lion import LION_BETA2, Lion
 
 
 class AdamW(torch.optim.Optimizer):
@@ -100,6 +102,61 @@ class AdamW(torch.optim.Optimizer):
         torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)  # θ ← θ − lr·m̂ / (√v̂ + ε)
 
 
+class SGDW(torch.optim.Optimizer):
+    """SGD with (Nesterov) momentum and decoupled weight decay: the optimizer before Adam, kept for comparison.
+
+    For every parameter θ with gradient g (momentum μ, buffer b; b = g at the first step, as torch's SGD):
+
+        b ← μ·b + g                          momentum: a running sum of past gradients
+        u = g + μ·b  (Nesterov)  or  u = b    Nesterov looks one momentum step ahead
+        θ ← θ·(1 − lr·λ) − lr·u               decay decoupled from u, as AdamW's (SGDW, Loshchilov & Hutter 2019)
+
+    Its state is one buffer per parameter (1x the parameters' bytes). Unlike Adam it has no per-coordinate scale:
+    every coordinate moves by lr times its (smoothed) gradient, so parameters with small gradients barely move and
+    the best lr is far larger than Adam's. With weight_decay=0 it equals `torch.optim.SGD(momentum, nesterov)`.
+    """
+
+    def __init__(self, params, lr: float = 1e-1, momentum: float = 0.9, nesterov: bool = True,
+                 weight_decay: float = 0.0):
+        if not lr >= 0.0:
+            raise ValueError(f"SGDW: lr={lr!r} must be >= 0")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"SGDW: momentum={momentum!r} must be in [0, 1)")
+        if nesterov and momentum == 0.0:
+            raise ValueError("SGDW: nesterov=True needs momentum > 0 (it looks one momentum step ahead)")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"SGDW: weight_decay={weight_decay!r} must be >= 0")
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            fresh = [p for p in params if "momentum_buffer" not in self.state[p]]
+            for p in fresh:  # first step: b = g (torch's convention), so the first update is g (1 + μ) under Nesterov
+                self.state[p]["momentum_buffer"] = p.grad.detach().clone()
+            fresh_ids = {id(p) for p in fresh}
+            old = [p for p in params if id(p) not in fresh_ids]
+            if old:
+                bufs = [self.state[p]["momentum_buffer"] for p in old]
+                torch._foreach_mul_(bufs, mu)  # b ← μ·b ...
+                torch._foreach_add_(bufs, [p.grad for p in old])  # ... + g
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
+            updates = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs  # g + μ·b
+            if wd != 0.0:
+                torch._foreach_mul_(params, 1.0 - lr * wd)  # θ ← θ(1 − lr·λ)
+            torch._foreach_add_(params, updates, alpha=-lr)  # θ ← θ − lr·u
+        return loss
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Split parameters into a decayed and a non-decayed group for AdamW.
 
@@ -134,11 +191,24 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | str | None = None):
-    """The optimizer `cfg.optimizer` names, over `param_groups(model, cfg.weight_decay)`.
+    """The optimizer `cfg.optimizer` names. Every choice keeps `param_groups(model, cfg.weight_decay)`'s split (no
+    decay on embeddings, norms, biases); what each keeps as state per parameter is in brackets.
 
-    'adamw' = minillm's readable `AdamW`; 'torch_adamw' = torch's, with its fused single-kernel CUDA
-    implementation when training on CUDA (fastest there; the math is the same); 'muon' = `train.muon.Muon` on the
-    hidden matrices and AdamW (cfg's betas) on embeddings, the output head, norms and biases.
+    - 'adamw': minillm's readable `AdamW` (cfg's lr, betas, eps; decoupled decay) [m, v: 2x the parameters].
+    - 'torch_adamw': torch's AdamW, with its fused single-kernel CUDA implementation when training on CUDA
+      (fastest there; the math is the same) [2x].
+    - 'muon': `train.muon.Muon` on the hidden matrices and AdamW (cfg's betas) on embeddings, the output head,
+      norms and biases [1x on the matrices, 2x on the rest].
+    - 'sgd': `SGDW`, Nesterov momentum 0.9 (fixed: the classic setting; cfg's betas are Adam's), decoupled decay
+      [1x].
+    - 'adam': `torch.optim.Adam` with L2 decay: λθ is added to the gradient before the division by √v̂, so
+      parameters with large gradients are decayed less -- the contrast AdamW's docstring draws [2x].
+    - 'adafactor': `torch.optim.Adafactor` (Shazeer & Stern, 2018): the second moment of a matrix is factored into
+      a row and a column mean (m + n numbers for m × n), no first moment. Its lr is a RELATIVE step: each step
+      moves a tensor by about min(lr, 1/√t) × its own RMS, so good values (~1e-2 to 1e-1) are not AdamW's; its
+      β2 follows its own schedule 1 − t^−0.8 (cfg's betas and eps are unused); decay is decoupled, θ·(1 − lr·λ),
+      with that relative lr [~0 on matrices, 1x on vectors].
+    - 'lion': `train.lion.Lion`, betas (cfg.beta1, LION_BETA2 = 0.99), decoupled decay [m: 1x].
     """
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "muon":
@@ -151,7 +221,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | s
     if cfg.optimizer == "torch_adamw":
         fused = torch.device(device).type == "cuda" if device is not None else None
         return torch.optim.AdamW(groups, fused=fused or None, **kwargs)
-    raise ValueError(f"optimizer={cfg.optimizer!r} is not valid; choose adamw, torch_adamw or muon")
+    if cfg.optimizer == "sgd":
+        return SGDW(groups, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, **kwargs)  # each group's weight_decay is Adam's L2 term
+    if cfg.optimizer == "adafactor":
+        return torch.optim.Adafactor(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lion":
+        return Lion(groups, lr=cfg.lr, betas=(cfg.beta1, LION_BETA2), weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer={cfg.optimizer!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def lr_at(step: int, cfg: TrainConfig, *, wsd_shape: str = "linear") -> float:

@@ -140,4 +140,4 @@ def test_bad_settings_get_clear_errors():
         Muon([torch.nn.Parameter(torch.zeros(4, 4))], momentum=1.0)
     assert isinstance(build_optimizer(tiny(), cfg()), Muon)
     with pytest.raises(ValueError, match="adamw, torch_adamw, muon"):
-        TrainConfig(optimizer="lion")
+        TrainConfig(optimizer="adagrad")

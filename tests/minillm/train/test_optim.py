@@ -10,7 +10,7 @@ from torch import nn
 
 from minillm.config import ModelConfig, TrainConfig
 from minillm.model.transformer import GPT
-from minillm.train.optim import AdamW, build_optimizer, clip_grad_norm_, lr_at, lr_curve, param_groups
+from minillm.train.optim import AdamW, SGDW, build_optimizer, clip_grad_norm_, lr_at, lr_curve, param_groups
 from minillm.train.precision import PrecisionPolicy, memory_estimate, param_bytes
 
 TINY = dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -117,6 +117,86 @@ def test_build_optimizer_picks_ours_or_torch():
     theirs = build_optimizer(model, TrainConfig(optimizer="torch_adamw", beta2=0.99), "cpu")
     assert type(theirs) is torch.optim.AdamW and theirs.param_groups[0]["betas"] == (0.9, 0.99)
     assert not theirs.defaults["fused"]  # fused is a CUDA kernel; off on the CPU
+
+
+def test_build_optimizer_offers_the_comparison_optimizers_each_with_the_decay_groups():
+    model = tiny_gpt()
+    kinds = {"sgd": SGDW, "adam": torch.optim.Adam, "adafactor": torch.optim.Adafactor}
+    for name, kind in kinds.items():
+        opt = build_optimizer(model, TrainConfig(optimizer=name, lr=0.02, weight_decay=0.3), "cpu")
+        assert type(opt) is kind, name
+        assert [g["weight_decay"] for g in opt.param_groups] == [0.3, 0.0], name  # no decay on embeddings etc.
+        assert all(g["lr"] == 0.02 for g in opt.param_groups)
+    sgd = build_optimizer(model, TrainConfig(optimizer="sgd"), "cpu")
+    assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["nesterov"]
+    with pytest.raises(ValueError, match="adafactor, lion"):  # the message lists the choices
+        TrainConfig(optimizer="adagrad")
+    bad = TrainConfig(device="cpu")
+    object.__setattr__(bad, "optimizer", "adagrad")  # past TrainConfig's own check: build_optimizer's message
+    with pytest.raises(ValueError, match="choose one of adamw, torch_adamw, muon, sgd, adam, adafactor, lion"):
+        build_optimizer(model, bad)
+
+
+@pytest.mark.parametrize("name,lr", [("sgd", 0.3), ("adam", 1e-2), ("adafactor", 0.1)])
+def test_each_comparison_optimizer_trains_through_the_trainer(name, lr):
+    import numpy as np
+
+    from minillm.train.trainer import Trainer
+
+    cfg = TrainConfig(optimizer=name, batch_size=8, max_steps=30, warmup_steps=3, lr=lr, log_interval=1,
+                      eval_interval=0, eval_batches=2, progress=False, device="cpu")
+    history = Trainer(tiny_gpt(), cfg, np.tile(np.arange(TINY["vocab_size"]), 100)).fit()
+    assert history[-1]["loss"] < history[0]["loss"] - 1.0, [r["loss"] for r in history]
+
+
+def test_sgdw_without_decay_equals_torch_sgd_with_nesterov_momentum():
+    ours, ref = tiny_gpt(), tiny_gpt()
+    opt = SGDW(param_groups(ours, 0.0), lr=0.1, momentum=0.9, nesterov=True)
+    opt_ref = torch.optim.SGD(param_groups(ref, 0.0), lr=0.1, momentum=0.9, nesterov=True)
+    l1, l2 = run_steps(ours, opt, 10), run_steps(ref, opt_ref, 10)
+    assert l1 == pytest.approx(l2, abs=1e-6)
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_sgdw_decay_is_decoupled_and_the_rule_holds_by_hand():
+    p = torch.nn.Parameter(torch.tensor([2.0, -4.0]))
+    opt = SGDW([p], lr=0.5, momentum=0.9, nesterov=True, weight_decay=0.1)
+    p.grad = torch.tensor([1.0, 1.0])
+    opt.step()  # b = g = 1; u = g + 0.9·b = 1.9; θ = θ(1 − 0.05) − 0.5·1.9
+    torch.testing.assert_close(p.detach(), torch.tensor([2.0 * 0.95 - 0.95, -4.0 * 0.95 - 0.95]))
+    p.grad = torch.tensor([0.0, 0.0])
+    opt.step()  # b = 0.9; u = 0 + 0.81: the momentum keeps moving θ; the decay shrinks θ, not u
+    torch.testing.assert_close(p.detach(), torch.tensor([(1.9 - 0.95) * 0.95 - 0.405,
+                                                         (-3.8 - 0.95) * 0.95 - 0.405]))
+    with pytest.raises(ValueError, match="momentum"):
+        SGDW([p], nesterov=True, momentum=0.0)
+
+
+def test_adam_l2_decay_differs_from_adamw_decoupled_decay():
+    """Adam + L2 divides the decay term by √v̂: with a large gradient it barely decays; AdamW decays at lr·λ."""
+    pa, pw = (torch.nn.Parameter(torch.tensor([1.0, 1.0])) for _ in range(2))
+    adam = torch.optim.Adam([pa], lr=0.01, weight_decay=0.5)
+    adamw = AdamW([pw], lr=0.01, weight_decay=0.5)
+    for p, opt in ((pa, adam), (pw, adamw)):
+        p.grad = torch.tensor([0.0, 0.0])  # no loss gradient: only the decay acts
+        opt.step()
+    # AdamW: θ(1 − lr·λ) = 0.995 and the zero gradient adds nothing. Adam: g = λθ = 0.5, normalised to a full
+    # step of lr: θ − 0.01 = 0.99 -- a decay of fixed size, whatever λ (as long as it dominates g).
+    torch.testing.assert_close(pw.detach(), torch.tensor([0.995, 0.995]))
+    torch.testing.assert_close(pa.detach(), torch.tensor([0.99, 0.99]))
+
+
+def test_adafactor_keeps_factored_moments_for_matrices():
+    model = tiny_gpt()
+    opt = build_optimizer(model, TrainConfig(optimizer="adafactor", lr=1e-2), "cpu")
+    run_steps(model, opt, 1)
+    for p in model.parameters():
+        st = opt.state[p]
+        if p.dim() == 2:  # an (m, n) matrix keeps m + n second-moment numbers, not m·n
+            assert st["row_var"].numel() + st["col_var"].numel() == sum(p.shape), p.shape
+        else:
+            assert st["variance"].shape == p.shape
 
 
 # ----------------------------------------------------------------------------- schedules
