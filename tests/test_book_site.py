@@ -1,14 +1,21 @@
 """The rendered book (book/site.py): the pages in order, the staged Jupyter Book source, a failing chapter failing the
-build, and a real build of two pages whose links and figures resolve. tests/e2e/test_book_site_browser.py opens
-such a build in Chromium."""
+build, and a real build of two pages (~15 s at ci) whose links and figures resolve, then read in headless Chromium
+as a reader would: the contents, chapter 00 with its figures loaded, and on to its lab."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import shutil
 
 import nbformat
 import pytest
 
 from book import site
+
+CHROMIUM = shutil.which("chromium")
+# Every image of the page's article has loaded (a broken src leaves naturalWidth at 0).
+IMAGES_JS = """() => [...document.querySelectorAll('article img')].map(i => [i.getAttribute('src'), i.complete,
+                                                                           i.naturalWidth])"""
 
 needs_jb = pytest.mark.skipif(site.jupyter_book() is None,
                               reason="jupyter-book is not installed (make setup installs requirements.txt)")
@@ -95,3 +102,32 @@ def test_two_pages_build_with_figures_and_every_link_resolves(two_pages):
         (two_pages / "moved.html").rename(two_pages / "chapters" / "00_welcome.html")
     with pytest.raises(FileNotFoundError, match="no index.html"):
         site.check(two_pages / "chapters")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (CI: .ci/run installs it with apt-get)")
+def test_a_reader_follows_the_contents_to_chapter00_and_on_to_its_lab(two_pages, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        try:
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((two_pages / "intro.html").as_uri())
+            assert "minillm" in page.locator("article h1").first.inner_text()
+            page.locator("article a[href='chapters/00_welcome.html']").first.click()
+            page.wait_for_url("**/chapters/00_welcome.html")
+            assert page.locator("article h1").first.inner_text().strip() != ""
+            images = page.evaluate(IMAGES_JS)
+            assert len(images) >= 2, images  # the executed chapter's figures
+            assert all(done and width > 0 for _, done, width in images), images
+            page.locator("a.right-next").first.click()  # the theme's "next" link, at the page's foot
+            page.wait_for_url("**/labs/00_foundations.html")
+            assert "NotImplementedError" in page.locator("article").inner_text()  # the stubs, as handed out
+            assert not [e for e in errors if "thebe" not in e.lower() and "mathjax" not in e.lower()], errors
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"))
+            raise
+        finally:
+            browser.close()
