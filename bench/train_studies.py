@@ -20,6 +20,7 @@ from book import results
 from book.results import run_studies
 from book.ch05_training.studies import batch_size_study, gradient_noise_scale, lr_sweep, schedule_study, warmup_study
 from book.ch05_training.studies_optim import LR_GRIDS, decay_clip_study, optimizer_study
+from book.ch05_training.studies_parallel_live import live_config, parallel_live
 from book.ch05_training.studies_stability import clipping_study, loss_spike_study, precision_study, weight_decay_study
 
 OUT = results.path("train_studies.jsonl", must_exist=False)
@@ -38,6 +39,8 @@ def studies(run: ArchRun) -> dict:
         "precision": lambda: precision_study(("fp32", "bf16"), run),
         "optimizers": lambda: optimizer_study(LR_GRIDS, run),
         "decay_clip": lambda: decay_clip_study((0.0, 0.1, 1.0), (None, 1.0, 0.25), run),
+        # its own small GPT (not `run`'s): one step as ZeRO-1, TP and PP on 2 gloo processes, bytes measured
+        "parallel_live": lambda: parallel_live(live_config("laptop")),
     }
 
 

@@ -10,4 +10,8 @@ In reading order:
     plots_optim.py        their figures and tables
     plots_accounting.py   the compute and 3D-parallelism explorers (widgets on minillm.accounting); fp16 underflow
     studies_parallel.py   DDP through the CLI against one process; the lab's all-reduce under torchrun
+    studies_parallel_live.py    ZeRO-1, tensor (minillm and torch's parallelize_module) and GPipe parallelism live on 2
+                                gloo processes: equal to one process, per-rank memory and bytes sent measured
+    studies_parallel_worker.py  the torchrun worker those runs launch (one job, every form; a c10d byte counter)
+    plots_parallel_live.py      their figure: bytes each rank holds, bytes it sends vs the formula
 """
