@@ -74,7 +74,7 @@ gpu-check:  ## on a CUDA GPU: gpu tests, attention, MFU and kernel benches, DDP 
 
 # The rendered textbook (book/site.py): chapters executed at MINILLM_SIZE (ci unless set), labs as handed out.
 book: $(STAMP)  ## build the textbook as a static website into _build/site/html (MINILLM_SIZE=laptop for full outputs)
-	MPLBACKEND=Agg $(BIN)/python -m book.site build --size $(or $(MINILLM_SIZE),ci)
+	$(BIN)/python -m book.site build --size $(or $(MINILLM_SIZE),ci)
 
 labs: $(STAMP)  ## regenerate the student notebooks in labs/ from labs/solutions/
 	$(BIN)/python -m book.labs build

@@ -149,7 +149,10 @@ def build(out: str | Path = ROOT / "_build" / "site", *, size: str = "ci", execu
     stage(pages(only, root), src, size=size, execute=execute)
     if work.exists():
         shutil.rmtree(work)
-    env = {**os.environ, "MINILLM_SIZE": size, "PYTHONPATH": os.pathsep.join(
+    # Figures are outputs only with the inline backend: an inherited MPLBACKEND=Agg (as `make test` sets for
+    # nbval) would make every plt.show() draw nothing, and the site would have no figures.
+    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline", "MINILLM_SIZE": size,
+           "PYTHONPATH": os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
     cmd = [exe, "build", str(src), "--path-output", str(work),
            "--builder", "html"] + (["-q"] if quiet else [])

@@ -232,10 +232,10 @@ class TrainConfig(_Config):
     beta2: float = 0.95  # 0.95 as GPT-3/Llama: reacts faster to gradient-scale changes than 0.999
     eps: float = 1e-8  # Adam denominator epsilon: keeps updates finite when the second moment is ~0
     grad_clip: float | None = 1.0  # max global grad norm; None disables clipping (the norm is still recorded)
-    # adamw (minillm's own, readable) | torch_adamw (fused on CUDA) | muon (train/muon.py) | sgd (Nesterov momentum
-    # 0.9, decoupled decay) | adam (L2 decay in the gradient) | adafactor (torch's: factored 2nd moment, lr = the
-    # relative step cap) | lion (train/lion.py: sign updates, one moment); see train.optim.build_optimizer
-    optimizer: str = "adamw"
+    # The optimizer (train.optim.build_optimizer): sgd is Nesterov momentum 0.9 with decoupled decay; adam puts L2
+    # decay in the gradient; adafactor is torch's (factored 2nd moment, lr = the relative step cap); lion and muon
+    # are train/lion.py and train/muon.py (muon: hidden matrices, AdamW for the rest).
+    optimizer: str = "adamw"  # adamw (minillm's, readable) | torch_adamw (fused on CUDA) | muon | sgd | adam | adafactor | lion
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (with GradScaler)
     device: str = "auto"  # auto | cpu | cuda | mps; asking for an absent device is an error
     seed: int = 1337  # seeds torch, numpy, python and the data sampler
