@@ -9,6 +9,9 @@ piece is then plugged into a real model. Teachers keep ONE file per lab, the sol
   ``raise NotImplementedError("...")`` at the same indentation; the message is the text of the region's
   ``### HINT: ...`` lines (several are joined), or a generic one;
 * outputs and execution counts are cleared;
+* the notebook's metadata gets ``minillm_lab: {name, version}``, the version being a hash of the definitions of
+  the checks it calls (`book.grading.core.lab_version`), so `python -m book.grade` can flag a submission made
+  against an older set of checks (a notebook calling checks that no lab registers gets no stamp);
 * cells that cannot run before the student has done the work get the tag ``raises-exception`` (so
   ``pytest --nbval-lax`` accepts the error): every check cell (one calling ``check(`` or using
   ``book.grading``), every cell tagged ``needs-solution`` in the source, and every cell whose solution
@@ -38,6 +41,8 @@ HINT = "### HINT:"
 DEFAULT_MESSAGE = "exercise: replace this line with your implementation"
 RAISES_TAG = "raises-exception"
 NEEDS_SOLUTION_TAG = "needs-solution"
+LAB_META = "minillm_lab"  # notebook metadata key: {"name": lab stem, "version": hash of its checks}
+_CHECK_NAME = re.compile(r"""(?:^|[^\w])check\(\s*["']([A-Za-z_]\w*)["']""")
 # A check cell calls `check(...)` (e.g. `grading.check("softmax", softmax)`) or uses `book.grading`.
 _CHECK_CALL = re.compile(r"(^|[^\w])check\(|minillm\.grading")
 
@@ -106,6 +111,17 @@ def student_notebook(nb: dict, name: str = "notebook") -> dict:
         cell["source"] = new_source
         cell["outputs"] = []
         cell["execution_count"] = None
+    names: list[str] = []
+    for cell in student["cells"]:
+        if cell["cell_type"] == "code":
+            names += [n for n in _CHECK_NAME.findall(cell["source"]) if n not in names]
+    if names:  # stamp the lab's version so a grader can flag a submission made against other checks
+        import book.grading  # noqa: F401  (registers every lab's checks); imported here: it imports torch
+        from book.grading.core import CHECKS, lab_version
+
+        if any(n not in CHECKS for n in names):  # not a lab (a toy notebook in a test): nothing to version
+            return student
+        student.setdefault("metadata", {})[LAB_META] = {"name": Path(name).stem, "version": lab_version(names)}
     return student
 
 

@@ -27,6 +27,6 @@ Adding a check for a new lab: a module `labNN.py` here builds `Case` objects and
 import it below.
 """
 from book.grading import lab00, lab01, lab02, lab03, lab03_tokenizer, lab04, lab05, lab06, lab07, lab08, lab09  # noqa: F401  (importing a lab module registers its checks; cheap, no tensors built)
-from book.grading.core import CHECKS, Case, Check, _Mismatch, check, compare_numbers, list_checks, register_check
+from book.grading.core import CHECKS, Case, Check, _Mismatch, check, compare_numbers, lab_version, list_checks, register_check  # noqa: F401
 
-__all__ = ["CHECKS", "Case", "Check", "check", "compare_numbers", "list_checks", "register_check"]
+__all__ = ["CHECKS", "Case", "Check", "check", "compare_numbers", "lab_version", "list_checks", "register_check"]

@@ -1,7 +1,9 @@
 """The check registry and runner: Case, Check, register_check, check (see the package docstring)."""
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -48,8 +50,11 @@ class Check:
     # How the student's function is called: None = fn(*args); else runner(fn, *args) (lab 05 runs fn on simulated
     # ranks, one thread each). The reference is always called as reference(*args).
     runner: Callable[..., Any] | None = None
+    points: int = 1  # weight of this check in a gradebook (`python -m book.grade`)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.points, int) or self.points < 0:
+            raise ValueError(f"check {self.name!r}: points must be an int >= 0, got {self.points!r}")
         if not self.name.isidentifier():
             raise ValueError(f"check name {self.name!r} must be a Python identifier, e.g. 'softmax'")
         if not self.cases:
@@ -67,6 +72,21 @@ def register_check(check_: Check) -> Check:
         raise ValueError(f"a check named {check_.name!r} is already registered; pick another name")
     CHECKS[check_.name] = check_
     return check_
+
+
+def lab_version(names: list[str]) -> str:
+    """A short hash of the named checks' definitions (names, summaries, case labels, points, in order).
+
+    Stamped into each student notebook by `book.labs`, so a grader can tell a submission made against an older
+    set of checks. It changes whenever a check is renamed, re-described, re-weighted or gains/loses a case.
+    """
+    import hashlib
+
+    missing = [n for n in names if n not in CHECKS]
+    if missing:
+        raise ValueError(f"no checks named {missing}; import book.grading first, or fix the lab's check(...) calls")
+    spec = [[n, CHECKS[n].summary, [c.label for c in CHECKS[n].cases], CHECKS[n].points] for n in names]
+    return hashlib.sha256(json.dumps(spec, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
 
 
 def list_checks() -> dict[str, str]:
@@ -90,6 +110,26 @@ class _Mismatch(Exception):
         self.hint = hint
 
 
+GRADE_LOG_ENV = "MINILLM_GRADE_LOG"  # when set, names a file that receives one JSON line per check outcome
+
+
+def _log(name: str, status: str, fn: Any, case: str = "", message: str = "", hint: str = "") -> None:
+    """Append one outcome to the file named by $MINILLM_GRADE_LOG (the grader's channel); no-op when unset.
+
+    ``fn_module`` records where the checked function was defined, so a grader can tell a student's own
+    function (``__main__``) from minillm's reference passed in its place.
+    """
+    path = os.environ.get(GRADE_LOG_ENV)
+    if not path:
+        return
+    target = getattr(fn, "func", fn)  # functools.partial -> the wrapped function
+    target = getattr(target, "__func__", target)  # bound method -> its function
+    record = {"check": name, "status": status, "case": case, "message": message, "hint": hint,
+              "fn_module": str(getattr(target, "__module__", "") or "")}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def check(name: str, fn: Callable[..., torch.Tensor]) -> None:
     """Run check ``name`` on the student's function ``fn``; print PASS, or print FAIL and raise.
 
@@ -108,22 +148,27 @@ def check(name: str, fn: Callable[..., torch.Tensor]) -> None:
         except NotImplementedError as err:
             detail = f" ({err})" if str(err) else ""
             print(f"TODO {name}: not implemented yet{detail}")
+            _log(name, "todo", fn, case.label, f"not implemented yet{detail}")
             raise NotImplementedError(
                 f"not implemented yet: {name}{detail}. Replace the `raise NotImplementedError` line in "
                 "your function with your code, run that cell, then run this check again.") from None
-        except _ReferenceError:
+        except _ReferenceError as err:
+            _log(name, "error", fn, case.label, str(err))
             raise
         except _Mismatch as err:
             hint = " ".join(h for h in (err.hint, spec.hint) if h)
             print(f"FAIL {name}: case '{case.label}': {err}\n     hint: {hint}")
+            _log(name, "failed", fn, case.label, str(err), hint)
             raise AssertionError(f"{name} failed on case '{case.label}': {err}") from None
         except Exception as err:  # the student's code crashed: show what it raised, keep the traceback
             print(f"FAIL {name}: case '{case.label}': your function raised {type(err).__name__}: {err}\n"
                   f"     hint: {spec.hint}")
+            _log(name, "failed", fn, case.label, f"your function raised {type(err).__name__}: {err}", spec.hint)
             raise AssertionError(
                 f"{name} failed on case '{case.label}': your function raised {type(err).__name__}: {err}") from err
     print(f"PASS {name}: {len(spec.cases)}/{len(spec.cases)} cases match the reference "
           f"(largest error {worst:.1e})")
+    _log(name, "passed", fn)
 
 
 def _run_case(spec: Check, case: Case, fn: Callable[..., torch.Tensor]) -> float:

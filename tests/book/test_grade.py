@@ -1,0 +1,203 @@
+"""book.grade: a folder of crafted lab-00 submissions becomes the expected gradebook, reports and Gradescope JSON.
+
+The submissions are built here from the lab's own solution notebook with nbformat (no committed fixtures): full
+marks, a partial one, and each misbehaviour a grader meets in practice.
+"""
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from book import grade, grading
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / "labs" / "00_foundations.ipynb"
+SOLUTION = REPO / "labs" / "solutions" / "00_foundations.ipynb"
+CHECKS = ["softmax", "cross_entropy", "attention_head"]
+
+
+def _solution() -> nbformat.NotebookNode:
+    return nbformat.read(SOLUTION, as_version=4)
+
+
+def _index(nb, prefix: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.startswith(prefix))
+
+
+def _with(prefix: str, source: str, after: bool = False) -> nbformat.NotebookNode:
+    """The solution with the cell starting with ``prefix`` replaced by (or followed by) ``source``."""
+    nb = _solution()
+    i = _index(nb, prefix)
+    if after:
+        nb.cells.insert(i + 1, nbformat.v4.new_code_cell(source))
+    else:
+        nb.cells[i] = nbformat.v4.new_code_cell(source)
+    return nb
+
+
+NAIVE = "import torch\ndef softmax(x, dim):\n    e = torch.exp(x)\n    return e / e.sum(dim, keepdim=True)\n"
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    subs = tmp_path_factory.mktemp("subs")
+    nbs = {
+        "full": _solution(),
+        "stub": nbformat.read(LAB, as_version=4),
+        "partial": _with("def softmax(", NAIVE),
+        "first_cell_raises": _with("import math", "raise RuntimeError('broken import cell')"),
+        "loops": _with('grading.check("softmax"', "while True:\n    pass", after=True),
+        "prints": _with('grading.check("softmax"', "print('x' * 5_000_000)", after=True),
+        "deletes": _with("import math", "import os\nfor f in os.listdir('.'):\n    os.remove(f)\n", after=True),
+        "reference": _with("def softmax(", "from minillm.model.layers import softmax"),
+        "solution_run": _with("import math", f"%run {SOLUTION}", after=True),
+        "dies": _with('grading.check("softmax"', "import os\nos._exit(1)", after=True),
+        "empty": nbformat.v4.new_notebook(),
+        "old_version": _solution(),
+    }
+    nbs["old_version"].metadata["minillm_lab"] = {"name": "00_foundations", "version": "000000000000"}
+    for name, nb in nbs.items():
+        nbformat.write(nb, subs / f"{name}.ipynb")
+    (subs / "not_json.ipynb").write_text("this is not a notebook {", encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in subs.iterdir()}
+    out = tmp_path_factory.mktemp("out")
+    grade.grade(LAB, subs, out / "grades.csv", jobs=2, cell_timeout=15, timeout=120, max_output=100_000,
+                gradescope_out=out / "results.json")
+    with open(out / "grades.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    book = {(r["student"], r["check"]): r for r in rows}
+    return {"rows": rows, "book": book, "out": out, "subs": subs, "before": before}
+
+
+def _statuses(graded, student):
+    return [graded["book"][(student, c)]["status"] for c in CHECKS]
+
+
+def test_gradebook_layout(graded):
+    students = sorted({r["student"] for r in graded["rows"]})
+    assert len(students) == 13
+    assert list(graded["rows"][0]) == list(grade.FIELDS)
+    # one row per check + TOTAL per student, and one version_mismatch row
+    assert len(graded["rows"]) == 13 * (len(CHECKS) + 1) + 1
+
+
+def test_full_marks_and_stub(graded):
+    assert _statuses(graded, "full") == ["passed"] * 3
+    total = graded["book"][("full", "TOTAL")]
+    assert (total["status"], total["points"], total["max_points"]) == ("complete", "3", "3")
+    assert _statuses(graded, "stub") == ["todo"] * 3
+    assert graded["book"][("stub", "TOTAL")]["points"] == "0"
+    assert "not implemented" in graded["book"][("stub", "softmax")]["hint"]
+
+
+def test_partial_names_the_failing_case_and_hint(graded):
+    row = graded["book"][("partial", "softmax")]
+    assert row["status"] == "failed" and row["points"] == "0"
+    assert "large logits" in row["case"] and "subtract the maximum" in row["hint"]
+    # cross-entropy is independent and still earns its point; the attention head uses the broken softmax
+    assert graded["book"][("partial", "cross_entropy")]["status"] == "passed"
+    assert graded["book"][("partial", "attention_head")]["status"] == "failed"
+    assert graded["book"][("partial", "TOTAL")]["points"] == "1"
+
+
+def test_misbehaviour_rows(graded):
+    assert _statuses(graded, "not_json") == ["invalid_notebook"] * 3
+    assert _statuses(graded, "empty") == ["invalid_notebook"] * 3
+    assert _statuses(graded, "first_cell_raises") == ["not_reached"] * 3  # `grading` was never imported
+    assert _statuses(graded, "loops") == ["passed", "timeout", "timeout"]
+    assert _statuses(graded, "prints") == ["passed"] * 3  # output capped, grading unaffected
+    assert _statuses(graded, "deletes") == ["passed"] * 3  # it deleted its temporary copy only
+    assert _statuses(graded, "reference") == ["reference_used", "passed", "passed"]
+    assert _statuses(graded, "solution_run") == ["solution_read"] * 3
+    assert _statuses(graded, "dies") == ["passed", "error", "error"]
+    for student in ("not_json", "loops", "reference", "solution_run", "dies"):
+        assert graded["book"][(student, "TOTAL")]["status"] == "partial"
+    assert graded["book"][("loops", "TOTAL")]["points"] == "1"
+
+
+def test_version_mismatch_is_flagged_and_graded_anyway(graded):
+    version = grading.core.lab_version(CHECKS)
+    assert nbformat.read(LAB, as_version=4).metadata["minillm_lab"] == {"name": "00_foundations", "version": version}
+    row = graded["book"][("old_version", "(lab version)")]
+    assert row["status"] == "version_mismatch" and row["max_points"] == "0"
+    assert row["hint"] == f"submitted for lab version 000000000000, graded against version {version}"
+    assert _statuses(graded, "old_version") == ["passed"] * 3
+    assert graded["book"][("old_version", "TOTAL")]["points"] == "3"
+    assert ("stub", "(lab version)") not in graded["book"]  # the committed student notebook carries today's version
+    assert "graded against version" in (graded["out"] / "reports" / "old_version.md").read_text()
+
+
+def test_lab_version_changes_with_the_checks():
+    v = grading.core.lab_version(CHECKS)
+    assert len(v) == 12 and v == grading.core.lab_version(CHECKS)
+    assert v != grading.core.lab_version(CHECKS[:2]) and v != grading.core.lab_version(CHECKS[::-1])
+    with pytest.raises(ValueError, match="no checks named"):
+        grading.core.lab_version(["not_a_check"])
+
+
+def test_submissions_untouched_and_reports(graded):
+    assert {p.name: p.read_bytes() for p in graded["subs"].iterdir()} == graded["before"]
+    report = (graded["out"] / "reports" / "partial.md").read_text()
+    assert "Score: **1 / 3**" in report and "| softmax | failed | 0 / 1 | large logits" in report
+    assert "timed out" in (graded["out"] / "reports" / "loops.md").read_text()
+
+
+def test_gradescope_json(graded):
+    gs = json.loads((graded["out"] / "results.json").read_text())
+    first = sorted(graded["subs"].glob("*.ipynb"))[0].stem  # deletes
+    assert first == "deletes" and gs["score"] == 3
+    assert [t["name"] for t in gs["tests"]] == CHECKS
+    assert all(set(t) == {"name", "score", "max_score", "status", "output"} for t in gs["tests"])
+
+
+def test_grade_rows_and_gradescope_hand_values():
+    outcomes = {"a": {"status": "passed"}, "b": {"status": "failed", "case": "c1", "hint": "h"}}
+    rows = grade.grade_rows("s", outcomes, {"a": 2, "b": 3})
+    assert [(r["check"], r["points"], r["max_points"]) for r in rows] == [("a", 2, 2), ("b", 0, 3), ("TOTAL", 2, 5)]
+    gs = grade.gradescope(rows)
+    assert gs["score"] == 2 and gs["tests"][1] == {"name": "b", "score": 0, "max_score": 3, "status": "failed",
+                                                  "output": "failed: case 'c1'. h"}
+
+
+def test_lab_checks_reads_the_lab():
+    assert grade.lab_checks(LAB) == CHECKS
+    assert grade.check_points(CHECKS) == {c: 1 for c in CHECKS}
+
+
+def test_check_logs_each_outcome(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("MINILLM_GRADE_LOG", str(log))
+    grading.check("softmax", lambda x, dim: torch.softmax(x, dim))
+    with pytest.raises(AssertionError):
+        grading.check("softmax", lambda x, dim: torch.exp(x) / torch.exp(x).sum(dim, keepdim=True))
+
+    def stub(x, dim):
+        raise NotImplementedError
+
+    with pytest.raises(NotImplementedError):
+        grading.check("softmax", stub)
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["status"] for r in recs] == ["passed", "failed", "todo"]
+    assert recs[1]["case"] == "large logits (|x| up to ~1e4)" and "subtract the maximum" in recs[1]["hint"]
+    assert recs[0]["fn_module"] == __name__
+    from minillm.model.layers import softmax
+
+    grading.check("softmax", softmax)
+    assert json.loads(log.read_text().splitlines()[-1])["fn_module"] == "minillm.model.layers"
+
+
+def test_check_points_validated():
+    with pytest.raises(ValueError, match="points"):
+        grading.Check(name="x", summary="", hint="", reference=torch.relu,
+                      cases=(grading.Case("c", lambda: (torch.zeros(1),)),), points=-1)
+
+
+def test_cli_errors(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "book.grade", str(LAB), str(tmp_path / "missing")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 2 and "no submissions folder" in r.stderr
