@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import torch
 
+from minillm.train.optim import GroupedOptimizer
+
 __all__ = ["Lion", "LION_BETA2"]
 
 LION_BETA2 = 0.99  # Chen et al.'s default decay of Lion's momentum
 
 
-class Lion(torch.optim.Optimizer):
+class Lion(GroupedOptimizer):
     """Lion (see the module docstring for the rule). Param groups take `lr`, `betas` and `weight_decay`."""
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, LION_BETA2),
@@ -41,24 +43,11 @@ class Lion(torch.optim.Optimizer):
             raise ValueError(f"Lion: weight_decay={weight_decay!r} must be >= 0")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
-                raise RuntimeError("Lion does not support sparse gradients; use dense embeddings")
-            for p in params:  # lazy state init: m starts at 0, so the first update is sign((1 − β1)·g) = sign(g)
-                if not self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            self._update(group, params, grads)
-        return loss
+    _sparse_hint = "use dense embeddings"
+
+    def _init_state(self, group: dict, p: torch.Tensor) -> None:
+        # m starts at 0, so the first update is sign((1 − β1)·g) = sign(g)
+        self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]

@@ -80,29 +80,19 @@ class Muon(AdamW):
                                  "2-D weight matrices only. Put the others in an AdamW group (muon_param_groups "
                                  "does this split)")
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            if not group["muon"]:
-                for p in params:
-                    if not self.state[p]:
-                        self.state[p]["step"] = torch.tensor(0.0, dtype=torch.float32)
-                        self.state[p]["exp_avg"] = torch.zeros_like(p)
-                        self.state[p]["exp_avg_sq"] = torch.zeros_like(p)
-                self._update(group, params, [p.grad for p in params])
-                continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    _sparse_hint = None  # (as before: no sparse check here)
+
+    def _init_state(self, group: dict, p: torch.Tensor) -> None:
+        if group["muon"]:
+            self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        else:
+            super()._init_state(group, p)
+
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        if group["muon"]:
             self._muon_update(group, params)
-        return loss
+        else:
+            super()._update(group, params, grads)
 
     def _muon_update(self, group: dict, params: list[torch.Tensor]) -> None:
         lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]

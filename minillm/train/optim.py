@@ -19,10 +19,42 @@ import torch
 from torch import nn
 
 from minillm.config import OPTIMIZERS, TrainConfig
-from minillm.train.lion import LION_BETA2, Lion
 
 
-class AdamW(torch.optim.Optimizer):
+class GroupedOptimizer(torch.optim.Optimizer):
+    """The step every optimizer here shares: evaluate the closure, then for each param group with gradients, create
+    missing state (`_init_state`) and update the group in vectorised ops (`_update`). Subclasses write only those two.
+    `_sparse_hint` set: sparse gradients are refused with that advice."""
+
+    _sparse_hint: str | None = None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if self._sparse_hint is not None and any(g.is_sparse for g in grads):
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients; {self._sparse_hint}")
+            for p in params:  # lazy state init, once per parameter (a loop over tensors, not over elements)
+                if not self.state[p]:
+                    self._init_state(group, p)
+            self._update(group, params, grads)
+        return loss
+
+    def _init_state(self, group: dict, p: torch.Tensor) -> None:
+        """Fill self.state[p] before p's first update (called only while it is empty)."""
+
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+
+class AdamW(GroupedOptimizer):
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), written to be read.
 
     For every parameter θ with gradient g, at step t = 1, 2, ...:
@@ -55,28 +87,13 @@ class AdamW(torch.optim.Optimizer):
             raise ValueError(f"AdamW: weight_decay={weight_decay!r} must be >= 0")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
-                raise RuntimeError("AdamW does not support sparse gradients; use torch.optim.SparseAdam")
-            for p in params:  # lazy state init, once per parameter (a loop over tensors, not over elements)
-                state = self.state[p]
-                if not state:
-                    # step lives on the CPU as a float32 scalar tensor, exactly like torch's AdamW state.
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            self._update(group, params, grads)
-        return loss
+    _sparse_hint = "use torch.optim.SparseAdam"
+
+    def _init_state(self, group: dict, p: torch.Tensor) -> None:
+        # step lives on the CPU as a float32 scalar tensor, exactly like torch's AdamW state.
+        self.state[p]["step"] = torch.tensor(0.0, dtype=torch.float32)
+        self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
@@ -102,7 +119,7 @@ class AdamW(torch.optim.Optimizer):
         torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)  # θ ← θ − lr·m̂ / (√v̂ + ε)
 
 
-class SGDW(torch.optim.Optimizer):
+class SGDW(GroupedOptimizer):
     """SGD with (Nesterov) momentum and decoupled weight decay: the optimizer before Adam, kept for comparison.
 
     For every parameter θ with gradient g (momentum μ, buffer b; b = g at the first step, as torch's SGD):
@@ -128,33 +145,22 @@ class SGDW(torch.optim.Optimizer):
             raise ValueError(f"SGDW: weight_decay={weight_decay!r} must be >= 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-            fresh = [p for p in params if "momentum_buffer" not in self.state[p]]
-            for p in fresh:  # first step: b = g (torch's convention), so the first update is g (1 + μ) under Nesterov
-                self.state[p]["momentum_buffer"] = p.grad.detach().clone()
-            fresh_ids = {id(p) for p in fresh}
-            old = [p for p in params if id(p) not in fresh_ids]
-            if old:
-                bufs = [self.state[p]["momentum_buffer"] for p in old]
-                torch._foreach_mul_(bufs, mu)  # b ← μ·b ...
-                torch._foreach_add_(bufs, [p.grad for p in old])  # ... + g
-            bufs = [self.state[p]["momentum_buffer"] for p in params]
-            updates = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs  # g + μ·b
-            if wd != 0.0:
-                torch._foreach_mul_(params, 1.0 - lr * wd)  # θ ← θ(1 − lr·λ)
-            torch._foreach_add_(params, updates, alpha=-lr)  # θ ← θ − lr·u
-        return loss
+    def _update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        fresh = [p for p in params if "momentum_buffer" not in self.state[p]]
+        for p in fresh:  # first step: b = g (torch's convention), so the first update is g (1 + μ) under Nesterov
+            self.state[p]["momentum_buffer"] = p.grad.detach().clone()
+        fresh_ids = {id(p) for p in fresh}
+        old = [p for p in params if id(p) not in fresh_ids]
+        if old:
+            bufs = [self.state[p]["momentum_buffer"] for p in old]
+            torch._foreach_mul_(bufs, mu)  # b ← μ·b ...
+            torch._foreach_add_(bufs, [p.grad for p in old])  # ... + g
+        bufs = [self.state[p]["momentum_buffer"] for p in params]
+        updates = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs  # g + μ·b
+        if wd != 0.0:
+            torch._foreach_mul_(params, 1.0 - lr * wd)  # θ ← θ(1 − lr·λ)
+        torch._foreach_add_(params, updates, alpha=-lr)  # θ ← θ − lr·u
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -228,6 +234,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | s
     if cfg.optimizer == "adafactor":
         return torch.optim.Adafactor(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "lion":
+        from minillm.train.lion import LION_BETA2, Lion  # lion.py builds on this module's GroupedOptimizer
+
         return Lion(groups, lr=cfg.lr, betas=(cfg.beta1, LION_BETA2), weight_decay=cfg.weight_decay)
     raise ValueError(f"optimizer={cfg.optimizer!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
 
