@@ -14,9 +14,15 @@ still runs) and its output capped. ``book.grading.check`` appends each outcome t
 ``$MINILLM_GRADE_LOG``; a check of the lab that never logged is ``not_reached``. The gradebook has one row per
 student and check plus a ``TOTAL`` row per student; each student also gets a Markdown report with the hints.
 
-What is trusted: nothing the submission computes, except the check log written by `book.grading` inside the
-student's own kernel, which the student's code could also write to. Run the grader in a container or VM
-without network: it executes student code as the user who runs it.
+Confinement (`book.confine`): each kernel may write only inside its temporary folder (Landlock) and reaches
+no network but its own loopback (a network namespace; where user namespaces are disabled, Landlock refuses all
+TCP instead). Without Landlock the grader refuses to run unless ``--unconfined`` is given, for a machine that is
+itself a throw-away VM or container.
+
+What is trusted: nothing the submission computes, except the check outcomes that `book.grading` logs from inside
+the student's kernel; code that deliberately forges them (writes the log, rebinds `book.grading`) can, and is
+flagged ``tamper_suspected`` when its source names those internals. See the README's "Running the labs in a
+course" for the whole list.
 """
 from __future__ import annotations
 
@@ -41,11 +47,13 @@ TOTAL = "TOTAL"
 # Statuses of a check row. Only "passed" earns points.
 PASSED, FAILED, TODO, ERROR = "passed", "failed", "todo", "error"
 NOT_REACHED, TIMEOUT, INVALID = "not_reached", "timeout", "invalid_notebook"
-REFERENCE_USED, SOLUTION_READ = "reference_used", "solution_read"
+REFERENCE_USED, SOLUTION_READ, TAMPER = "reference_used", "solution_read", "tamper_suspected"
 VERSION_CHECK, VERSION_MISMATCH = "(lab version)", "version_mismatch"
 _CHECK_CALL = re.compile(r"""(?:^|[^\w])check\(\s*["']([A-Za-z_]\w*)["']""")  # as book.labs finds them
 # A submission that reads or runs the instructor's notebooks (%run, open, nbformat.read, import_ipynb ...).
 _SOLUTION_REF = re.compile(r"labs[/\\]+solutions|solutions[/\\]+\d\d_|import_ipynb")
+# A submission that touches the grader's channel or the check registry instead of calling `check(...)`.
+_TAMPER = re.compile(r"MINILLM_GRADE_LOG|GRADE_LOG_ENV|grading\.core|\b_log\s*\(|\bCHECKS\b|_run_case|_compare")
 _REPO = Path(__file__).resolve().parent.parent  # the kernel imports `book` and `minillm` from here
 
 
@@ -107,13 +115,34 @@ def _client_class() -> type:
     return CappedClient
 
 
+def _kernel_manager(sandbox: Path, net: str | None) -> Any:
+    """A Jupyter kernel manager whose kernel starts through `book.confine` (``net=None``: unconfined).
+
+    The client talks to the kernel over Unix sockets in ``sandbox`` (``transport="ipc"``): a kernel inside its
+    own network namespace could not be reached on the grader's 127.0.0.1.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ConfinedKernelManager(AsyncKernelManager):
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            cmd = super().format_kernel_cmd(extra_arguments)
+            if net is None:
+                return cmd
+            return [sys.executable, "-m", "book.confine", "--write", str(sandbox), "--net", net, "--", *cmd]
+
+    (sandbox / "ipc").mkdir()
+    return ConfinedKernelManager(kernel_name="python3", transport="ipc", ip=str(sandbox / "ipc" / "kernel"))
+
+
 def execute(path: Path, checks: list[str], cell_timeout: float = 120, timeout: float = 600,
-            max_output: int = 1_000_000, threads: int | None = None) -> tuple[dict[str, dict], str]:
+            max_output: int = 1_000_000, threads: int | None = None,
+            net: str | None = "namespace") -> tuple[dict[str, dict], str]:
     """Run one submission in a temporary copy; return (check -> outcome record, note for the whole notebook).
 
     An outcome record has the keys of a `book.grading` log line (status, case, message, hint, fn_module).
     Never raises for anything the submission does: a broken notebook becomes ``invalid_notebook`` records.
     ``threads`` caps the kernel's BLAS/torch threads (OMP_NUM_THREADS), so parallel kernels do not oversubscribe.
+    ``net`` is `book.confine`'s network mode ("namespace" or "landlock-tcp"); None runs the kernel unconfined.
     """
     import nbformat
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -131,20 +160,29 @@ def execute(path: Path, checks: list[str], cell_timeout: float = 120, timeout: f
     if not code:
         return everyone(INVALID, "the notebook has no code cells"), "the notebook has no code cells"
     suspicious = any(_SOLUTION_REF.search(c.source) for c in code)
+    tampering = any(_TAMPER.search(c.source) for c in code)
 
     with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-        work, log = Path(tmp) / "work", Path(tmp) / "log.jsonl"
-        work.mkdir()
+        sandbox = Path(tmp)  # the only folder the kernel may write in: the copy, its home, caches, the log
+        work, log = sandbox / "work", sandbox / "log.jsonl"
+        for sub in ("work", "home", "tmp"):
+            (sandbox / sub).mkdir()
         shutil.copy(path, work / path.name)  # the kernel may write or delete here; the submission stays intact
+        home, scratch = str(sandbox / "home"), str(sandbox / "tmp")
         env = {**os.environ, "MINILLM_SIZE": "ci", "MINILLM_GRADE_LOG": str(log), "MPLBACKEND": "Agg",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH", "")) if p)}
+               "PYTHONPATH": os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH", "")) if p),
+               # caches and scratch files (IPython history, matplotlib, torch.compile, Triton) stay in the sandbox
+               "HOME": home, "TMPDIR": scratch, "IPYTHONDIR": os.path.join(home, ".ipython"),
+               "MPLCONFIGDIR": os.path.join(home, ".matplotlib"), "XDG_CACHE_HOME": os.path.join(home, ".cache"),
+               "PYTHONDONTWRITEBYTECODE": "1"}
         if threads is not None:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-        client = _client_class()(nb, max_output, timeout=cell_timeout, allow_errors=True, kernel_name="python3",
-                                 resources={"metadata": {"path": str(work)}}, startup_timeout=120)
+        client = _client_class()(nb, max_output, km=_kernel_manager(sandbox, net), timeout=cell_timeout,
+                                 allow_errors=True, kernel_name="python3", resources={"metadata": {"path": str(work)}},
+                                 startup_timeout=120)
         note, deadline = "", time.monotonic() + timeout
         try:
-            with client.setup_kernel(env=env, cwd=str(work)):
+            with client.setup_kernel(env=env, cwd=str(work), cleanup_kc=True):
                 for i, cell in enumerate(nb.cells):
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -170,11 +208,16 @@ def execute(path: Path, checks: list[str], cell_timeout: float = 120, timeout: f
     for c in checks:
         rec = outcomes.setdefault(c, {"status": unreached, "case": "", "message": note or "check never ran",
                                       "hint": note or "an earlier cell raised, so this check never ran"})
-        if rec.get("status") == PASSED and str(rec.get("fn_module", "")).split(".")[0] == "minillm":
+        if rec.get("status") == "shortcut":  # book.grading's call watch: the function called a shortcut
+            rec["status"] = REFERENCE_USED
+        elif rec.get("status") == PASSED and str(rec.get("fn_module", "")).split(".")[0] == "minillm":
             rec.update(status=REFERENCE_USED, hint=f"you passed minillm's own {rec['fn_module']} function; "
                                                      "implement it yourself")
         if suspicious:
             rec.update(status=SOLUTION_READ, hint="the notebook reads the instructor's solution notebooks")
+        elif tampering:
+            rec.update(status=TAMPER, hint="the notebook touches the grader's log or check registry "
+                                           "(MINILLM_GRADE_LOG, book.grading.core, CHECKS); a teacher must review it")
     return outcomes, note
 
 
@@ -195,10 +238,12 @@ def grade_rows(student: str, outcomes: dict[str, dict], points: dict[str, int]) 
     return rows
 
 
-def report(student: str, lab: str, rows: list[dict], note: str) -> str:
+def report(student: str, lab: str, rows: list[dict], note: str, confinement: str = "") -> str:
     """Markdown report for one student: each check's status, and the hint they got."""
     total = rows[-1]
     lines = [f"# {lab}: report for {student}", "", f"Score: **{total['points']} / {total['max_points']}**", ""]
+    if confinement:
+        lines += [f"Ran in a fresh kernel, {confinement}.", ""]
     if note:
         lines += [f"Note: {note}", ""]
     lines += ["| check | status | points | failing case | hint |", "|---|---|---|---|---|"]
@@ -221,8 +266,8 @@ def gradescope(rows: list[dict]) -> dict:
 
 
 def _grade_one(args: tuple) -> tuple[str, list[dict], str]:
-    path, points, version, cell_timeout, timeout, max_output, threads = args
-    outcomes, note = execute(Path(path), list(points), cell_timeout, timeout, max_output, threads)
+    path, points, version, cell_timeout, timeout, max_output, threads, net = args
+    outcomes, note = execute(Path(path), list(points), cell_timeout, timeout, max_output, threads, net)
     student = Path(path).stem
     rows = grade_rows(student, outcomes, points)
     theirs = submitted_version(Path(path))
@@ -236,8 +281,12 @@ def _grade_one(args: tuple) -> tuple[str, list[dict], str]:
 
 def grade(lab: Path, submissions: Path, out: Path, reports: Path | None = None, jobs: int = 1,
           cell_timeout: float = 120, timeout: float = 600, max_output: int = 1_000_000,
-          gradescope_out: Path | None = None) -> list[dict]:
-    """Grade every ``*.ipynb`` in ``submissions``; write the CSV (atomically) and reports; return the rows."""
+          gradescope_out: Path | None = None, confine: bool = True) -> list[dict]:
+    """Grade every ``*.ipynb`` in ``submissions``; write the CSV (atomically) and reports; return the rows.
+
+    ``confine=False`` runs the kernels with the grader's own rights (only inside a throw-away VM or container);
+    with ``confine=True`` a machine that cannot confine them (`book.confine.available`) is an error.
+    """
     lab, submissions, out = Path(lab), Path(submissions), Path(out)
     if not submissions.is_dir():
         raise FileNotFoundError(f"no submissions folder {submissions}")
@@ -250,9 +299,19 @@ def grade(lab: Path, submissions: Path, out: Path, reports: Path | None = None, 
     from book.grading.core import lab_version
 
     version = lab_version(list(points))
+    net, confinement = None, "unconfined (--unconfined)"
+    if confine:
+        from book.confine import available
+
+        support = available()
+        if not support.landlock or not support.network:
+            raise RuntimeError(f"cannot confine the student kernels on this machine ({support.describe()}; needs "
+                               "Linux >= 5.13 with Landlock, and user namespaces or Landlock ABI >= 4). Grade "
+                               "inside a throw-away VM or container and pass --unconfined.")
+        net, confinement = support.network, support.describe()
     # each of `jobs` kernels gets an equal share of the cores (torch would otherwise start one thread per core)
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
-    work = [(str(p), points, version, cell_timeout, timeout, max_output, threads) for p in paths]
+    work = [(str(p), points, version, cell_timeout, timeout, max_output, threads, net) for p in paths]
     if jobs == 1:
         results = [_grade_one(w) for w in work]
     else:
@@ -270,7 +329,7 @@ def grade(lab: Path, submissions: Path, out: Path, reports: Path | None = None, 
     reports = Path(reports) if reports is not None else out.parent / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     for student, student_rows, note in results:
-        atomic_write_text(reports / f"{student}.md", report(student, lab.stem, student_rows, note))
+        atomic_write_text(reports / f"{student}.md", report(student, lab.stem, student_rows, note, confinement))
     if gradescope_out is not None:  # Gradescope grades one submission per run: the first (usually only) one
         atomic_write_text(Path(gradescope_out), json.dumps(gradescope(results[0][1]), indent=1) + "\n")
     return rows
@@ -287,11 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600, help="seconds per notebook (default: %(default)s)")
     p.add_argument("--max-output", type=int, default=1_000_000, help="characters of output kept per notebook")
     p.add_argument("--gradescope", type=Path, default=None, help="also write Gradescope results.json")
+    p.add_argument("--unconfined", action="store_true",
+                   help="run kernels without write/network confinement (only in a throw-away VM or container)")
     a = p.parse_args(argv)
     try:
         rows = grade(a.lab, a.submissions, a.out, a.reports, a.jobs, a.cell_timeout, a.timeout, a.max_output,
-                     a.gradescope)
-    except (FileNotFoundError, ValueError) as err:
+                     a.gradescope, confine=not a.unconfined)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     totals = [r for r in rows if r["check"] == TOTAL]

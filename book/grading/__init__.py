@@ -17,6 +17,10 @@ How a check works
     snapshots: the inputs are a few kilobytes, the references are already tested against torch, and there
     is no binary file that could silently go stale.
 
+    Where the lab says "implement it", the check also names its *shortcuts* (``Check.shortcuts``: minillm's
+    own function, torch's built-in one). A profile hook watches the student's call, so a function that reaches
+    one of them, directly or through a wrapper, fails with "your function calls torch.softmax ...".
+
 What a student sees
     One line ``PASS name: ...`` on success. On a mismatch, a ``FAIL`` line naming the failing case and
     the largest error plus a hint, then an ``AssertionError`` so that a notebook run (and CI) stops. A

@@ -51,6 +51,10 @@ class Check:
     # ranks, one thread each). The reference is always called as reference(*args).
     runner: Callable[..., Any] | None = None
     points: int = 1  # weight of this check in a gradebook (`python -m book.grade`)
+    # Functions an implementation must not call, as dotted names resolved when the check runs: minillm's own
+    # version and torch's built-in equivalents, where the lab says "implement it". A call to one, however deep
+    # (a wrapper, a lambda, a helper), fails the check with status "shortcut".
+    shortcuts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.points, int) or self.points < 0:
@@ -85,7 +89,8 @@ def lab_version(names: list[str]) -> str:
     missing = [n for n in names if n not in CHECKS]
     if missing:
         raise ValueError(f"no checks named {missing}; import book.grading first, or fix the lab's check(...) calls")
-    spec = [[n, CHECKS[n].summary, [c.label for c in CHECKS[n].cases], CHECKS[n].points] for n in names]
+    spec = [[n, CHECKS[n].summary, [c.label for c in CHECKS[n].cases], CHECKS[n].points]
+            + ([list(CHECKS[n].shortcuts)] if CHECKS[n].shortcuts else []) for n in names]
     return hashlib.sha256(json.dumps(spec, ensure_ascii=False).encode("utf-8")).hexdigest()[:12]
 
 
@@ -108,6 +113,10 @@ class _Mismatch(Exception):
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.hint = hint
+
+
+class _Shortcut(_Mismatch):
+    """Internal: the student's function called one of the check's `shortcuts` instead of implementing it."""
 
 
 GRADE_LOG_ENV = "MINILLM_GRADE_LOG"  # when set, names a file that receives one JSON line per check outcome
@@ -156,9 +165,9 @@ def check(name: str, fn: Callable[..., torch.Tensor]) -> None:
             _log(name, "error", fn, case.label, str(err))
             raise
         except _Mismatch as err:
-            hint = " ".join(h for h in (err.hint, spec.hint) if h)
+            hint = err.hint if isinstance(err, _Shortcut) else " ".join(h for h in (err.hint, spec.hint) if h)
             print(f"FAIL {name}: case '{case.label}': {err}\n     hint: {hint}")
-            _log(name, "failed", fn, case.label, str(err), hint)
+            _log(name, "shortcut" if isinstance(err, _Shortcut) else "failed", fn, case.label, str(err), hint)
             raise AssertionError(f"{name} failed on case '{case.label}': {err}") from None
         except Exception as err:  # the student's code crashed: show what it raised, keep the traceback
             print(f"FAIL {name}: case '{case.label}': your function raised {type(err).__name__}: {err}\n"
@@ -185,7 +194,7 @@ def _run_case(spec: Check, case: Case, fn: Callable[..., torch.Tensor]) -> float
     except Exception as err:
         raise _ReferenceError(f"the reference for check {spec.name!r} failed on case '{case.label}' "
                               f"({type(err).__name__}: {err}); this is a bug in minillm, not in your code") from err
-    got = spec.runner(fn, *student_args) if spec.runner is not None else fn(*student_args)
+    got = _call_watched(spec, lambda: spec.runner(fn, *student_args) if spec.runner is not None else fn(*student_args))
     error = (spec.compare or _compare)(got, expected, spec, case)
 
     for a, p in zip(student_args, pristine):  # in-place edits would corrupt the model's activations
@@ -196,6 +205,71 @@ def _run_case(spec: Check, case: Case, fn: Callable[..., torch.Tensor]) -> float
     if case.grad:
         error = max(error, _compare_grads(got, expected, student_args, ref_args, spec))
     return error
+
+
+def _resolve(dotted: str) -> Any:
+    """The object a dotted name such as ``torch.nn.functional.softmax`` or ``torch.Tensor.softmax`` names."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(f"cannot resolve shortcut {dotted!r}")
+
+
+def _call_watched(spec: Check, call: Callable[[], Any]) -> Any:
+    """Run ``call()``; raise _Shortcut if it reached one of ``spec.shortcuts`` (in any thread it starts).
+
+    A profile hook sees every Python-level call (matched by code object) and every call of a C function or
+    method (matched by identity), so wrapping the reference in a function of one's own does not hide it.
+    """
+    if not spec.shortcuts:
+        return call()
+    import inspect
+    import sys
+    import threading
+
+    python_code, builtins, methods = {}, {}, {}  # code -> name; id(C function) -> name; (method name) -> (class, name)
+    for name in spec.shortcuts:
+        obj = inspect.unwrap(_resolve(name))
+        if getattr(obj, "__code__", None) is not None:
+            python_code[obj.__code__] = name
+        elif hasattr(obj, "__objclass__"):  # a C method such as torch.Tensor.softmax: each call binds it anew
+            methods[obj.__name__] = (obj.__objclass__, name)
+        else:
+            builtins[id(obj)] = name
+    hits: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        name = None
+        if event == "call":
+            name = python_code.get(frame.f_code)
+        elif event == "c_call":
+            name = builtins.get(id(arg))
+            method = methods.get(getattr(arg, "__name__", ""))
+            if name is None and method is not None and isinstance(getattr(arg, "__self__", None), method[0]):
+                name = method[1]
+        if name is not None and not hits:
+            hits.append(name)
+
+    before, before_threads = sys.getprofile(), threading.getprofile()
+    sys.setprofile(profile)
+    threading.setprofile(profile)
+    try:
+        got = call()
+    finally:
+        sys.setprofile(before)
+        threading.setprofile(before_threads)
+    if hits:
+        raise _Shortcut(f"your function calls {hits[0]}, which does the work this lab asks you to write",
+                        f"Implement it yourself from tensor operations; {', '.join(spec.shortcuts)} are off limits here.")
+    return got
 
 
 def _compare(got: Any, expected: torch.Tensor, spec: Check, case: Case) -> float:

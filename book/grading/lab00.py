@@ -47,6 +47,9 @@ _STABLE = "exp() overflows for large inputs: subtract the maximum along `dim` fi
 def _register_lab00() -> None:
     register_check(Check(
         name="softmax",
+        shortcuts=("minillm.model.layers.softmax",
+                   "torch.softmax",
+                   "torch.nn.functional.softmax", "torch.Tensor.softmax", "torch.special.softmax"),
         summary="softmax(x, dim): exp(x) normalized to sum to 1 along dim; stable for large inputs",
         hint="softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m) with m = x.max(dim, keepdim=True).values.",
         reference=_softmax_reference,
@@ -63,6 +66,8 @@ def _register_lab00() -> None:
     ))
     register_check(Check(
         name="cross_entropy",
+        shortcuts=("minillm.model.layers.cross_entropy",
+                   "torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"),
         summary="cross_entropy(logits (..., V), targets (...)): mean of -log softmax(logits)[target]",
         hint="loss = mean(logsumexp(logits, -1) - logits[target]); flatten leading dims, then average all.",
         reference=_cross_entropy_reference,
@@ -85,6 +90,8 @@ def _register_lab00() -> None:
     ))
     register_check(Check(
         name="attention_head",
+        shortcuts=("minillm.model.attention.scaled_dot_product_attention",
+                   "torch.nn.functional.scaled_dot_product_attention"),
         summary="attention_head(q, k, v): softmax(q k^T / sqrt(d) + causal mask) v for (B, T, D) or (B, H, T, D)",
         hint="scores = q @ k.transpose(-2, -1) / sqrt(q.shape[-1]); set scores above the diagonal to -inf "
              "(torch.tril of ones gives the allowed positions); weights = softmax(scores, -1); return weights @ v.",

@@ -67,6 +67,7 @@ _LAW = (1.8, 400.0, 1500.0, 0.35, 0.3)
 def _register_lab01() -> None:
     register_check(Check(
         name="huber_log_loss",
+        shortcuts=("minillm.scaling.huber_objective",),
         summary="huber_log_loss(params=(a, b, e, alpha, beta), N, D, L): mean Huber (delta=1e-3) of log L_pred - log L",
         hint="log L_pred = logsumexp([a - alpha log N, b - beta log D, e]); r = log L_pred - log L; "
              "Huber(r) = r^2 / 2 where |r| <= delta, else delta (|r| - delta / 2); return the mean over runs.",
@@ -86,6 +87,7 @@ def _register_lab01() -> None:
     ))
     register_check(Check(
         name="fit_chinchilla_simple",
+        shortcuts=("minillm.scaling.fit_chinchilla",),
         summary="fit_chinchilla_simple(N, D, L) -> (E, A, B, alpha, beta) minimising your huber_log_loss",
         hint="Minimise huber_log_loss over (a, b, e, alpha, beta) with scipy.optimize.minimize from the best "
              "few points of a small grid of starts; return E = exp(e), A = exp(a), B = exp(b), alpha, beta.",
@@ -101,6 +103,7 @@ def _register_lab01() -> None:
     ))
     register_check(Check(
         name="compute_optimal",
+        shortcuts=("minillm.scaling.chinchilla_allocation",),
         summary="compute_optimal(C, E, A, B, alpha, beta) -> (N_opt, D_opt) minimising L under C = 6 N D",
         hint="N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = (C/6)^(alpha/(alpha+beta)) / G, "
              "G = (alpha A / (beta B))^(1/(alpha+beta)).",

@@ -225,6 +225,7 @@ def _register_lab02() -> None:
 
     register_check(Check(
         name="exact_match",
+        shortcuts=("minillm.evaluation.metrics.exact_match",),
         summary="exact_match(preds, golds) -> (N,) floats: 1.0 where the prediction string equals the gold string",
         hint="Return one float per example, [float(p == g) for p, g in zip(preds, golds)] as a numpy array: "
              "no stripping, no lower-casing.",
@@ -238,6 +239,7 @@ def _register_lab02() -> None:
     ))
     register_check(Check(
         name="token_accuracy",
+        shortcuts=("minillm.evaluation.metrics.token_accuracy",),
         summary="token_accuracy(pred_ids, gold_ids, mask) -> (N,) fraction of answer tokens (mask True) "
                 "predicted right",
         hint="((pred_ids == gold_ids) & mask).sum(-1) / mask.sum(-1).",
@@ -253,6 +255,7 @@ def _register_lab02() -> None:
     ))
     register_check(Check(
         name="answer_logprob",
+        shortcuts=("minillm.evaluation.metrics.answer_logprob",),
         summary="answer_logprob(token_logprobs, mask) -> (N,) mean log-probability per answer token (mask True)",
         hint="np.where(mask, token_logprobs, 0).sum(-1) / mask.sum(-1): a per-token mean over the answer only.",
         reference=_logprob_reference, compare=diagnosing(_LOGPROB_MISTAKES), atol=1e-12, rtol=1e-9,
@@ -268,6 +271,7 @@ def _register_lab02() -> None:
     ))
     register_check(Check(
         name="brier_score",
+        shortcuts=("minillm.evaluation.metrics.brier_score",),
         summary="brier_score(probs, gold_ids, mask) -> (N,) mean over answer tokens of sum_j (p_j - y_j)^2",
         hint="Per token: sum over classes of (p_j - y_j)^2 with y the one-hot of the gold id (so the gold class "
              "adds (1 - p_gold)^2); then average over the answer's tokens (mask True).",
@@ -281,6 +285,7 @@ def _register_lab02() -> None:
     ))
     register_check(Check(
         name="few_shot_prompt",
+        shortcuts=("minillm.data.tasks.suites.few_shot_prompt",),
         summary="few_shot_prompt(shots, query) -> str: each shot's prompt + trace + answer followed by ';', "
                 "then query.prompt",
         hint="''.join(s.prompt + s.trace + s.answer + ';' for s in shots) + query.prompt",
@@ -295,6 +300,7 @@ def _register_lab02() -> None:
     ))
     register_check(Check(
         name="score_answers",
+        shortcuts=("minillm.evaluation.scoring.score_examples",),
         summary="score_answers(model, tokenizer, examples) -> (logprob_mean, exact_match): teacher-forced scores of "
                 "answer + newline given prompt + trace, one value per example",
         hint="x = ctx + tgt[:-1]; logits = model(x)[0]; answer token j is scored by log_softmax(logits) at "

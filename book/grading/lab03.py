@@ -136,6 +136,7 @@ def _lsh_reference(signatures, bands, rows):
 def _register_lab03() -> None:
     register_check(Check(
         name="minhash_signatures",
+        shortcuts=("minillm.data.dedup.minhash_signatures",),
         summary="minhash_signatures(hash_sets, a, b) -> (D, P) uint64: min over x of (a[p] x + b[p]) mod (2^31 - 1)",
         hint="Concatenate all shingles, compute (a * x + b) % MERSENNE_PRIME as an (S, P) uint64 array, then "
              "np.minimum.reduceat over each document's slice; an empty document's row is MAX_HASH everywhere.",
@@ -150,6 +151,7 @@ def _register_lab03() -> None:
     ))
     register_check(Check(
         name="lsh_candidate_pairs",
+        shortcuts=("minillm.data.dedup.lsh_candidate_pairs",),
         summary="lsh_candidate_pairs(signatures, bands, rows) -> (K, 2) int64 pairs i < j sharing a whole band, sorted",
         hint="For each band, group documents with identical rows in that band; every pair in a group is a "
              "candidate. Return each pair once as [i, j] with i < j, sorted by i then j.",
@@ -165,6 +167,7 @@ def _register_lab03() -> None:
     ))
     register_check(Check(
         name="dup_line_fraction",
+        shortcuts=("minillm.data.clean.text_stats",),
         summary="dup_line_fraction(text) -> float: Gopher's duplicate lines / lines (stripped, non-empty lines)",
         hint="Strip every line and drop empty ones; count each distinct line; duplicates = sum(count - 1); "
              "divide by the number of lines (0.0 for a text with no lines).",
@@ -180,6 +183,7 @@ def _register_lab03() -> None:
     ))
     register_check(Check(
         name="junk_filter",
+        shortcuts=("minillm.data.clean.heuristic_filter", "minillm.data.clean.rule_results"),
         summary="junk_filter(texts) -> list[bool] (True = drop): precision >= 0.9 and recall >= 0.6 on crawl pages",
         hint="Combine a few text statistics (your dup_line_fraction, word count, mean word length, stop words) "
              "with thresholds; look at the pages you miss and the clean pages you drop, and adjust.",

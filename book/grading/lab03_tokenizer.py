@@ -246,6 +246,7 @@ CUT = "世界".encode("utf-8")[:4]  # all of 世 and the first byte of 界
 def _register_lab03_tokenizer() -> None:
     register_check(Check(
         name="bpe_pair_counts",
+        shortcuts=("minillm.data.bpe_train.learn_merges",),
         summary="get_pair_counts(words) -> {(left, right): count}: every adjacent pair of every word (overlapping "
                 "too), weighted by the word's count",
         hint="for word, n in words.items(): for pair in zip(word, word[1:]): counts[pair] += n.",
@@ -263,6 +264,7 @@ def _register_lab03_tokenizer() -> None:
     ))
     register_check(Check(
         name="bpe_merge_pair",
+        shortcuts=("minillm.data.bpe_train._merge_word", "minillm.data.bpe_train.learn_merges"),
         summary="merge_pair(words, pair, new_id) -> a NEW {word: count} with each word's `pair` replaced by new_id, "
                 "left to right, without overlap",
         hint="For each word scan i = 0, 1, ...: if (word[i], word[i + 1]) == pair, emit new_id and skip 2, else "
@@ -280,6 +282,7 @@ def _register_lab03_tokenizer() -> None:
     ))
     register_check(Check(
         name="bpe_train",
+        shortcuts=("minillm.data.bpe_train.train_bpe", "minillm.data.bpe_train.learn_merges"),
         summary="train_bpe(text, vocab_size) -> (vocab, merges) equal to minillm's train_bpe(text, vocab_size): "
                 "GPT-2 pre-tokens, most frequent pair first, ties to the greatest (left bytes, right bytes)",
         hint="words = Counter of pre-tokens as byte tuples; repeat: counts = get_pair_counts(words); "
@@ -304,6 +307,7 @@ def _register_lab03_tokenizer() -> None:
     ))
     register_check(Check(
         name="bpe_encode",
+        shortcuts=("minillm.data.bpe.ByteBPE.encode",),
         summary="encode(text, merges, special_tokens) -> ids equal to ByteBPE's: specials whole, GPT-2 pre-tokens, "
                 "UTF-8 bytes, then the lowest-ranked merge first",
         hint="Split on the special tokens (longest first); pretokenize each other piece; per pre-token start from "
@@ -329,6 +333,7 @@ def _register_lab03_tokenizer() -> None:
     ))
     register_check(Check(
         name="bpe_decode",
+        shortcuts=("minillm.data.bpe.ByteBPE.decode",),
         summary="decode(ids, merges, special_tokens) -> str equal to ByteBPE's: every token's bytes joined, then one "
                 "UTF-8 decode with errors='replace'",
         hint="vocab = bytes 0..255, then vocab[256 + r] = a + b for merge r, then the special tokens' UTF-8; "

@@ -41,6 +41,7 @@ def _probs_and_index(seed: int, n: int, e: int, k: int, skew: float = 0.0) -> tu
 def _register_lab04() -> None:
     register_check(Check(
         name="apply_rope",
+        shortcuts=("minillm.model.position.apply_rope",),
         summary="apply_rope(x (..., T, D), positions (T,), theta) -> x with each pair (x[2i], x[2i+1]) rotated by "
                 "positions * theta^(-2i/D)",
         hint="angles = positions[:, None] * theta ** (-arange(0, D, 2) / D) is (T, D/2); with e = x[..., 0::2] and "
@@ -60,6 +61,7 @@ def _register_lab04() -> None:
     ))
     register_check(Check(
         name="moe_gates",
+        shortcuts=("minillm.model.moe.top_k_routing",),
         summary="moe_gates(router_logits (N, E), k) -> (N, E) gates: the top-k experts' weights, 0 elsewhere",
         hint="probs = softmax(logits); take the top k; for k = 1 the gate is the probability itself (Switch), for "
              "k > 1 the chosen probabilities renormalised to sum 1 (GShard); scatter them into zeros of shape (N, E).",
@@ -75,6 +77,7 @@ def _register_lab04() -> None:
     ))
     register_check(Check(
         name="load_balancing_loss",
+        shortcuts=("minillm.model.moe.load_balancing_loss",),
         summary="load_balancing_loss(router_probs (N, E), expert_index (N, k)) -> E * sum_e f_e * P_e",
         hint="f_e = (number of tokens whose top-k includes e) / (N k), a count with no gradient; P_e = mean over "
              "tokens of router_probs[:, e]; return E * (f * P).sum(). Uniform routing gives exactly 1.",

@@ -171,6 +171,7 @@ def run_allreduce(fn, seed: int, world_size: int) -> torch.Tensor:
 def _register_lab05() -> None:
     register_check(Check(
         name="adamw_step",
+        shortcuts=("minillm.train.optim.AdamW._update", "torch.optim.adamw.adamw", "torch._fused_adamw_"),
         summary="adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay) -> "
                 "(param, exp_avg, exp_avg_sq) after AdamW step number step + 1",
         hint="t = step + 1; param *= 1 - lr*wd; m = beta1 m + (1-beta1) g; v = beta2 v + (1-beta2) g^2; "
@@ -187,6 +188,7 @@ def _register_lab05() -> None:
     ))
     register_check(Check(
         name="lr_schedule",
+        shortcuts=("minillm.train.optim.lr_at",),
         summary="lr_schedule(step, max_steps, warmup_steps, lr, min_lr) -> linear warmup then cosine decay to min_lr",
         hint="step < W: lr (step + 1) / W. After: p = (step - W) / (S - 1 - W), clipped to 1; "
              "min_lr + (lr - min_lr)(1 + cos(pi p)) / 2.",

@@ -312,6 +312,7 @@ def _register_lab06() -> None:
     names = ("loss", "chosen_rewards", "rejected_rewards", "d loss / d policy_chosen", "d loss / d policy_rejected")
     register_check(Check(
         name="dpo_loss",
+        shortcuts=("minillm.finetune.dpo.dpo_loss",),
         summary="dpo_loss(pc, pr, rc, rr, beta) -> (mean loss, chosen_rewards, rejected_rewards) from sequence "
                 "log-probs (B,) of the policy and the reference",
         hint="rewards = beta * (policy - ref) for chosen and rejected; loss = -F.logsigmoid(chosen_rewards - "
@@ -329,6 +330,7 @@ def _register_lab06() -> None:
     ))
     register_check(Check(
         name="lora_forward",
+        shortcuts=("minillm.finetune.peft.LoRALinear.forward",),
         summary="lora_forward(x, W, A, B, alpha, rank) -> x @ W.T + (alpha/rank) * x @ A.T @ B.T, (..., out)",
         hint="W is (out, in), A (rank, in), B (out, rank): F.linear(x, W) + (alpha / rank) * F.linear(F.linear(x, A), "
              "B).",
@@ -343,6 +345,7 @@ def _register_lab06() -> None:
     ))
     register_check(Check(
         name="lora_merge",
+        shortcuts=("minillm.finetune.peft.LoRALinear.merge", "minillm.finetune.peft.merge_lora"),
         summary="lora_merge(W, A, B, alpha, rank) -> W + (alpha/rank) * B @ A (out, in); the merged layer must "
                 "give the unmerged layer's output",
         hint="Return a NEW tensor W + (alpha / rank) * (B @ A); do not modify W in place.",

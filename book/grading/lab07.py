@@ -311,6 +311,7 @@ def _choice_hand(normalize: str) -> tuple:
 def _register_lab07() -> None:
     register_check(Check(
         name="top_p_filter",
+        shortcuts=("minillm.generate.filter_logits",),
         summary="top_p_filter(logits (B, V), p) -> (B, V): logits outside the nucleus (smallest top set reaching p) "
                 "set to -inf",
         hint="Sort descending, probs = softmax(sorted), drop where cumsum(probs) - probs >= p (the mass ABOVE the "
@@ -329,6 +330,7 @@ def _register_lab07() -> None:
     ))
     register_check(Check(
         name="beam_search",
+        shortcuts=("minillm.generate.beam_search",),
         summary="beam_search(log_probs_fn, start (T,), beam_width, max_len, eos_id, length_penalty) -> (best "
                 "sequence (T + n,), score = sum log-prob / n_generated ** length_penalty)",
         hint="Each step: cand = sums[:, None] + log_probs_fn(beams) (n, V); top beam_width + 1 of cand.flatten(); "
@@ -349,6 +351,7 @@ def _register_lab07() -> None:
     ))
     register_check(Check(
         name="choice_scores",
+        shortcuts=("minillm.evaluation.harness.score_choices",),
         summary="choice_scores(token_logprobs: list of (L_i,), n_choice_tokens, n_chars, normalize) -> (C,) summed "
                 "log-prob of each choice's tokens, raw / per token / per char",
         hint="raw[i] = token_logprobs[i][-n_choice_tokens[i]:].sum(); 'tokens' divides by n_choice_tokens[i], "

@@ -376,6 +376,7 @@ _REWARD_MISTAKES: tuple[Mistake, ...] = (
 def _register_lab09() -> None:
     register_check(Check(
         name="verse_lines",
+        shortcuts=("book.ch09_capstone.studies_poems.verse_lines",),
         summary="verse_lines(text) -> list[str]: the stripped pieces between ，。？！；、： ,.?!;: and newlines, empty "
                 "ones dropped",
         hint="re.split(r'[，。？！；、：,.?!;:\\n]+', text), then strip each piece and keep the non-empty ones.",
@@ -387,6 +388,7 @@ def _register_lab09() -> None:
     ))
     register_check(Check(
         name="classify_form",
+        shortcuts=("book.ch09_capstone.studies_poems.classify_form",),
         summary="classify_form(text) -> '五言絕句' | '七言絕句' | '五言律詩' | '七言律詩' | None, from the number of lines "
                 "and the characters per line",
         hint="lines = verse_lines(text); a form needs 4 or 8 lines, all of the same length 5 or 7, every character "
@@ -400,6 +402,7 @@ def _register_lab09() -> None:
     ))
     register_check(Check(
         name="build_pairs",
+        shortcuts=("book.ch09_capstone.studies_poems.instruction_pairs",),
         summary="build_pairs(poems) -> [{'prompt': form_prompt(title, form), 'response': poem.text, 'form', "
                 "'title'}] for each poem with a form and a non-blank title, in order",
         hint="For each poem: form = classify_form(poem.text); title = poem.title.strip(); skip it if form is None "
@@ -416,6 +419,7 @@ def _register_lab09() -> None:
     ))
     register_check(Check(
         name="form_reward",
+        shortcuts=("book.ch09_capstone.studies_poems.follows_form", "book.ch09_capstone.studies_poems.form_reward"),
         summary="form_reward(responses, prompts) -> (N,) float32: 1.0 where the response has exactly the form its "
                 "prompt names, else 0.0",
         hint="form = the first of FORMS' names found in the prompt (chat tags may surround it); reward 1.0 when "

@@ -5,6 +5,7 @@ marks, a partial one, and each misbehaviour a grader meets in practice.
 """
 import csv
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import nbformat
 import pytest
 import torch
 
-from book import grade, grading
+from book import confine, grade, grading
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "labs" / "00_foundations.ipynb"
@@ -41,11 +42,30 @@ def _with(prefix: str, source: str, after: bool = False) -> nbformat.NotebookNod
 
 
 NAIVE = "import torch\ndef softmax(x, dim):\n    e = torch.exp(x)\n    return e / e.sum(dim, keepdim=True)\n"
+# A wrapper around torch's softmax: its own function (module __main__), so only the call watch can catch it.
+WRAPPED = "import torch\ndef softmax(x, dim):\n    return helper(x, dim)\ndef helper(x, dim):\n    return x.softmax(dim)\n"
+SUPPORT = confine.available()
+CONFINED = bool(SUPPORT.landlock and SUPPORT.network)
+
+
+def _escape(outside: Path, port: int) -> str:
+    """A cell that tries to write and delete outside its copy and to reach the grader's loopback."""
+    return (f"import os, socket, subprocess\n"
+            f"for attempt in (lambda: open({str(outside / 'escaped.txt')!r}, 'w').write('x'),\n"
+            f"                lambda: os.remove({str(outside / 'keep.txt')!r}),\n"
+            f"                lambda: subprocess.run(['touch', {str(outside / 'touched')!r}]),\n"
+            f"                lambda: socket.create_connection(('127.0.0.1', {port}), timeout=2)):\n"
+            f"    try:\n        attempt()\n    except OSError:\n        pass\n")
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    subs = tmp_path_factory.mktemp("subs")
+    subs, outside = tmp_path_factory.mktemp("subs"), tmp_path_factory.mktemp("outside")
+    (outside / "keep.txt").write_text("the teacher's file")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
     nbs = {
         "full": _solution(),
         "stub": nbformat.read(LAB, as_version=4),
@@ -59,6 +79,9 @@ def graded(tmp_path_factory):
         "dies": _with('grading.check("softmax"', "import os\nos._exit(1)", after=True),
         "empty": nbformat.v4.new_notebook(),
         "old_version": _solution(),
+        "wrapped": _with("def softmax(", WRAPPED),
+        "tamper": _with('grading.check("softmax"', "import os\nopen(os.environ['MINILLM_GRADE_LOG'], 'a')", after=True),
+        "escape": _with("import math", _escape(outside, listener.getsockname()[1]), after=True),
     }
     nbs["old_version"].metadata["minillm_lab"] = {"name": "00_foundations", "version": "000000000000"}
     for name, nb in nbs.items():
@@ -67,11 +90,18 @@ def graded(tmp_path_factory):
     before = {p.name: p.read_bytes() for p in subs.iterdir()}
     out = tmp_path_factory.mktemp("out")
     grade.grade(LAB, subs, out / "grades.csv", jobs=2, cell_timeout=15, timeout=120, max_output=100_000,
-                gradescope_out=out / "results.json")
+                gradescope_out=out / "results.json", confine=CONFINED)
+    try:
+        listener.accept()[0].close()
+        reached = True
+    except (socket.timeout, BlockingIOError):
+        reached = False
+    listener.close()
     with open(out / "grades.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     book = {(r["student"], r["check"]): r for r in rows}
-    return {"rows": rows, "book": book, "out": out, "subs": subs, "before": before}
+    return {"rows": rows, "book": book, "out": out, "subs": subs, "before": before, "outside": outside,
+            "reached": reached}
 
 
 def _statuses(graded, student):
@@ -80,10 +110,10 @@ def _statuses(graded, student):
 
 def test_gradebook_layout(graded):
     students = sorted({r["student"] for r in graded["rows"]})
-    assert len(students) == 13
+    assert len(students) == 16
     assert list(graded["rows"][0]) == list(grade.FIELDS)
     # one row per check + TOTAL per student, and one version_mismatch row
-    assert len(graded["rows"]) == 13 * (len(CHECKS) + 1) + 1
+    assert len(graded["rows"]) == 16 * (len(CHECKS) + 1) + 1
 
 
 def test_full_marks_and_stub(graded):
@@ -115,9 +145,33 @@ def test_misbehaviour_rows(graded):
     assert _statuses(graded, "reference") == ["reference_used", "passed", "passed"]
     assert _statuses(graded, "solution_run") == ["solution_read"] * 3
     assert _statuses(graded, "dies") == ["passed", "error", "error"]
+    # a wrapper that calls Tensor.softmax: caught by the call watch (inside an attention head softmax is allowed)
+    assert _statuses(graded, "wrapped") == ["reference_used", "passed", "passed"]
+    assert "torch.Tensor.softmax" in graded["book"][("wrapped", "softmax")]["hint"]
+    assert _statuses(graded, "tamper") == ["tamper_suspected"] * 3
+    assert graded["book"][("tamper", "TOTAL")]["points"] == "0"
     for student in ("not_json", "loops", "reference", "solution_run", "dies"):
         assert graded["book"][(student, "TOTAL")]["status"] == "partial"
     assert graded["book"][("loops", "TOTAL")]["points"] == "1"
+
+
+@pytest.mark.skipif(not CONFINED, reason=f"this machine cannot confine kernels: {SUPPORT.describe()}")
+def test_escape_is_confined(graded):
+    """Writes outside the copy, a child process's writes and a connection to the grader's loopback all fail."""
+    assert sorted(p.name for p in graded["outside"].iterdir()) == ["keep.txt"]
+    assert (graded["outside"] / "keep.txt").read_text() == "the teacher's file"
+    assert not graded["reached"]
+    assert _statuses(graded, "escape") == ["passed"] * 3  # and the rest of the notebook ran normally
+    assert "writes confined to the copy" in (graded["out"] / "reports" / "escape.md").read_text()
+
+
+def test_unconfinable_machine_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(confine, "available", lambda: confine.Support(landlock=0, netns=False))
+    (tmp_path / "subs").mkdir()
+    nbformat.write(_solution(), tmp_path / "subs" / "a.ipynb")
+    with pytest.raises(RuntimeError, match="--unconfined"):
+        grade.grade(LAB, tmp_path / "subs", tmp_path / "grades.csv")
+    assert not (tmp_path / "grades.csv").exists()
 
 
 def test_version_mismatch_is_flagged_and_graded_anyway(graded):
@@ -172,7 +226,11 @@ def test_lab_checks_reads_the_lab():
 def test_check_logs_each_outcome(tmp_path, monkeypatch):
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("MINILLM_GRADE_LOG", str(log))
-    grading.check("softmax", lambda x, dim: torch.softmax(x, dim))
+    def stable(x, dim):
+        e = (x - x.amax(dim, keepdim=True)).exp()
+        return e / e.sum(dim, keepdim=True)
+
+    grading.check("softmax", stable)
     with pytest.raises(AssertionError):
         grading.check("softmax", lambda x, dim: torch.exp(x) / torch.exp(x).sum(dim, keepdim=True))
 
@@ -187,8 +245,10 @@ def test_check_logs_each_outcome(tmp_path, monkeypatch):
     assert recs[0]["fn_module"] == __name__
     from minillm.model.layers import softmax
 
-    grading.check("softmax", softmax)
-    assert json.loads(log.read_text().splitlines()[-1])["fn_module"] == "minillm.model.layers"
+    with pytest.raises(AssertionError, match="calls minillm.model.layers.softmax"):
+        grading.check("softmax", softmax)
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert (last["status"], last["fn_module"]) == ("shortcut", "minillm.model.layers")
 
 
 def test_check_points_validated():
