@@ -5,7 +5,7 @@ implement them; `book.grading.check` tells a student whether one function is rig
 submission the way a student would, and collects those same check outcomes::
 
     python -m book.grade labs/00_foundations.ipynb SUBMISSIONS/ --out grades.csv [--reports REPORTS/]
-                         [--jobs N] [--cell-timeout S] [--timeout S] [--gradescope results.json]
+                         [--jobs N] [--cell-timeout S] [--timeout S] [--gradescope results.json] [--unconfined]
 
 For each ``SUBMISSIONS/<student>.ipynb`` (student id = file stem): the notebook is copied into a fresh
 temporary folder (the submission itself is never touched), executed there in a fresh Jupyter kernel with
@@ -295,6 +295,9 @@ def grade(lab: Path, submissions: Path, out: Path, reports: Path | None = None, 
         raise FileNotFoundError(f"no *.ipynb submissions in {submissions}")
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if gradescope_out is not None and len(paths) != 1:
+        raise ValueError(f"--gradescope writes one submission's results.json (Gradescope runs the autograder once per "
+                         f"submission), but {submissions} holds {len(paths)} notebooks; upload exactly one .ipynb")
     points = check_points(lab_checks(lab))
     from book.grading.core import lab_version
 
@@ -330,7 +333,7 @@ def grade(lab: Path, submissions: Path, out: Path, reports: Path | None = None, 
     reports.mkdir(parents=True, exist_ok=True)
     for student, student_rows, note in results:
         atomic_write_text(reports / f"{student}.md", report(student, lab.stem, student_rows, note, confinement))
-    if gradescope_out is not None:  # Gradescope grades one submission per run: the first (usually only) one
+    if gradescope_out is not None:  # Gradescope grades one submission per run
         atomic_write_text(Path(gradescope_out), json.dumps(gradescope(results[0][1]), indent=1) + "\n")
     return rows
 
