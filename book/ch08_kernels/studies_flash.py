@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
-from book.ch08_kernels.studies import FP32, PHASES, OpCost, Pass, get_device, roofline_time
+from book.ch08_kernels.studies import FP32, PHASES, OpCost, Pass, get_device
 from minillm.kernels.flash_reference import key_end, query_start
 
 ATTN_IMPLS = ("materialised", "flash")

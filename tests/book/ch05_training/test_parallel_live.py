@@ -28,7 +28,7 @@ def test_every_form_equals_one_process(rows):
 
 
 def test_memory_per_rank_against_hand_counts(rows):
-    C, V, L, T, B = CI["n_embd"], CI["vocab"], CI["n_layer"], CI["seq"], CI["batch"]
+    C, V, L, T = CI["n_embd"], CI["vocab"], CI["n_layer"], CI["seq"]
     block = 4 * C * C + 2 * 4 * C * C + 2 * C  # q, k, v, o; w1, w2 (gelu, 4C); two LayerNorm weights, no bias
     P = V * C + T * C + L * block + C  # tied tok_emb/lm_head, learned positions, blocks, final norm
     single = find(rows, "single")

@@ -190,7 +190,7 @@ def test_reference_matches_sdpa_with_the_expanded_mask(case):
 def test_triton_matches_sdpa_and_visits_only_true_tiles(case, device):
     (q, k, v, do), layout, S, causal = _case(case, device)
     B, H, Tq, _ = q.shape
-    Hkv, Tk = k.shape[1], k.shape[2]
+    Tk = k.shape[2]
     mask = _oracle_mask(layout, S, Tq, Tk, causal, device)
     rows = layout[..., (Tk - Tq) // S:, :]  # the KV-cache form: only the query blocks' rows
     for lay in (layout, rows) if Tq < Tk else (layout,):
