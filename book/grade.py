@@ -53,7 +53,8 @@ _CHECK_CALL = re.compile(r"""(?:^|[^\w])check\(\s*["']([A-Za-z_]\w*)["']""")  # 
 # A submission that reads or runs the instructor's notebooks (%run, open, nbformat.read, import_ipynb ...).
 _SOLUTION_REF = re.compile(r"labs[/\\]+solutions|solutions[/\\]+\d\d_|import_ipynb")
 # A submission that touches the grader's channel or the check registry instead of calling `check(...)`.
-_TAMPER = re.compile(r"MINILLM_GRADE_LOG|GRADE_LOG_ENV|grading\.core|\b_log\s*\(|\bCHECKS\b|_run_case|_compare")
+_TAMPER = re.compile(r"MINILLM_GRADE_LOG|GRADE_LOG_ENV|grading\.core\b|grading\s+import\s+[^\n]*\bcore\b|"
+                     r"\bCHECKS\b|\b_run_case\b|\b_call_watched\b|\bsetprofile\b")
 _REPO = Path(__file__).resolve().parent.parent  # the kernel imports `book` and `minillm` from here
 
 

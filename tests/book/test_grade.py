@@ -207,6 +207,20 @@ def test_gradescope_needs_one_submission(graded, tmp_path):
     assert not (tmp_path / "g.csv").exists()
 
 
+@pytest.mark.parametrize("source, flagged", [
+    ("import os\nos.environ['MINILLM_GRADE_LOG']", True),
+    ("from book.grading import core\ncore._log('softmax', 'passed', f)", True),
+    ("import book.grading.core as c", True),
+    ("grading.CHECKS['softmax'] = None", True),
+    ("import sys\nsys.setprofile(None)", True),
+    ("def _log(x):\n    return torch.log(x)", False),  # a student's own helper names
+    ("def my_compare(a, b):\n    return a == b\ngrading.check('softmax', softmax)", False),
+    ("from book import grading\ngrading.list_checks()", False),
+])
+def test_tamper_heuristic(source, flagged):
+    assert bool(grade._TAMPER.search(source)) == flagged
+
+
 def test_grade_rows_and_gradescope_hand_values():
     outcomes = {"a": {"status": "passed"}, "b": {"status": "failed", "case": "c1", "hint": "h"}}
     rows = grade.grade_rows("s", outcomes, {"a": 2, "b": 3})
