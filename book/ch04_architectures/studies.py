@@ -15,7 +15,7 @@ data and budget but one knob):
   windows, overall and on the never-trained positions alone.
 - `bias_param_share`: how little of a model its biases are (so dropping them costs ~nothing in capacity).
 
-Rows are plain dicts (JSON-ready: a missing value is None). Figures are in `study_plots.py`. Threads are left
+Rows are plain dicts (JSON-ready: a missing value is None). Figures are in `plots.py`. Threads are left
 to the caller. The shared helpers of `book.runs` (`ArchRun`, `study_data`, `unigram_loss`, `train_config`) are
 re-exported here; a run's ModelConfig is `run.model_config(vocab_size, **fields)`.
 """

@@ -24,7 +24,7 @@ on the book's one small-run recipe (`book.runs`):
   with the experts' load recorded during training (router collapse without balancing).
 
 Losses here are always pure next-token cross-entropy from the logits, so an MoE's auxiliary losses never leak
-into a comparison. Rows are plain dicts (JSON-ready). Figures: `study_plots_b.py`.
+into a comparison. Rows are plain dicts (JSON-ready). Figures: `plots_attention.py`.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ each choice buys and what it costs, on the book's one small-run recipe (`book.ru
   (measured side by side), held-out loss at equal steps.
 
 Timings interleave the arms (repeat r of every arm before repeat r+1 of any) and take medians, so a burst of
-load on a shared machine slows all arms alike. Rows are plain dicts (JSON-ready). Figures: `study_plots_b.py`.
+load on a shared machine slows all arms alike. Rows are plain dicts (JSON-ready). Figures: `plots_attention.py`.
 """
 from __future__ import annotations
 

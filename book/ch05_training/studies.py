@@ -12,7 +12,7 @@ training. Each choice is a small experiment here, on the shared tiny-run recipe 
   measured at a few points of a training run: the batch size beyond which larger batches stop paying.
 - `batch_size_study`: held-out loss per batch size at an equal token budget, to set beside B_simple.
 
-Rows are plain JSON-ready dicts (a missing value is None). Figures are in `study_plots.py`; the stability
+Rows are plain JSON-ready dicts (a missing value is None). Figures are in `plots.py`; the stability
 studies (weight decay, clipping, loss spikes, Survey §4.3.2) are in `studies_stability.py`.
 """
 from __future__ import annotations

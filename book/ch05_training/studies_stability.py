@@ -12,7 +12,7 @@ recent ones. Each is a small experiment on the shared tiny-run recipe of `book.r
 - `precision_study`: the same run in fp32 and bf16 autocast (and fp16 with loss scaling on CUDA, where
   torch supports it): held-out loss and wall time side by side.
 
-Rows are JSON-ready dicts; figures are in `study_plots.py`; the §4.3.1 studies are in `studies.py`.
+Rows are JSON-ready dicts; figures are in `plots.py`; the §4.3.1 studies are in `studies.py`.
 """
 from __future__ import annotations
 
