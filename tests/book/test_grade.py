@@ -49,13 +49,16 @@ CONFINED = bool(SUPPORT.landlock and SUPPORT.network)
 
 
 def _escape(outside: Path, port: int) -> str:
-    """A cell that tries to write and delete outside its copy and to reach the grader's loopback."""
+    """A cell that tries to write and delete outside its copy and to reach the grader's loopback, then deletes
+    every file of its own copy."""
     return (f"import os, socket, subprocess\n"
             f"for attempt in (lambda: open({str(outside / 'escaped.txt')!r}, 'w').write('x'),\n"
             f"                lambda: os.remove({str(outside / 'keep.txt')!r}),\n"
             f"                lambda: subprocess.run(['touch', {str(outside / 'touched')!r}]),\n"
             f"                lambda: socket.create_connection(('127.0.0.1', {port}), timeout=2)):\n"
-            f"    try:\n        attempt()\n    except OSError:\n        pass\n")
+            f"    try:\n        attempt()\n    except OSError:\n        pass\n"
+            f"for f in os.listdir('.'):  # its own copy: allowed, and harmless to the submission\n"
+            f"    os.remove(f)\n")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,6 @@ def graded(tmp_path_factory):
         "first_cell_raises": _with("import math", "raise RuntimeError('broken import cell')"),
         "loops": _with('grading.check("softmax"', "while True:\n    pass", after=True),
         "prints": _with('grading.check("softmax"', "print('x' * 5_000_000)", after=True),
-        "deletes": _with("import math", "import os\nfor f in os.listdir('.'):\n    os.remove(f)\n", after=True),
         "reference": _with("def softmax(", "from minillm.model.layers import softmax"),
         "solution_run": _with("import math", f"%run {SOLUTION}", after=True),
         "dies": _with('grading.check("softmax"', "import os\nos._exit(1)", after=True),
@@ -89,7 +91,7 @@ def graded(tmp_path_factory):
     (subs / "not_json.ipynb").write_text("this is not a notebook {", encoding="utf-8")
     before = {p.name: p.read_bytes() for p in subs.iterdir()}
     out = tmp_path_factory.mktemp("out")
-    grade.grade(LAB, subs, out / "grades.csv", jobs=2, cell_timeout=15, timeout=120, max_output=100_000,
+    grade.grade(LAB, subs, out / "grades.csv", jobs=2, cell_timeout=10, timeout=120, max_output=100_000,
                 confine=CONFINED)
     try:
         listener.accept()[0].close()
@@ -110,10 +112,10 @@ def _statuses(graded, student):
 
 def test_gradebook_layout(graded):
     students = sorted({r["student"] for r in graded["rows"]})
-    assert len(students) == 16
+    assert len(students) == 15
     assert list(graded["rows"][0]) == list(grade.FIELDS)
     # one row per check + TOTAL per student, and one version_mismatch row
-    assert len(graded["rows"]) == 16 * (len(CHECKS) + 1) + 1
+    assert len(graded["rows"]) == 15 * (len(CHECKS) + 1) + 1
 
 
 def test_full_marks_and_stub(graded):
@@ -141,7 +143,6 @@ def test_misbehaviour_rows(graded):
     assert _statuses(graded, "first_cell_raises") == ["not_reached"] * 3  # `grading` was never imported
     assert _statuses(graded, "loops") == ["passed", "timeout", "timeout"]
     assert _statuses(graded, "prints") == ["passed"] * 3  # output capped, grading unaffected
-    assert _statuses(graded, "deletes") == ["passed"] * 3  # it deleted its temporary copy only
     assert _statuses(graded, "reference") == ["reference_used", "passed", "passed"]
     assert _statuses(graded, "solution_run") == ["solution_read"] * 3
     assert _statuses(graded, "dies") == ["passed", "error", "error"]
@@ -161,7 +162,7 @@ def test_escape_is_confined(graded):
     assert sorted(p.name for p in graded["outside"].iterdir()) == ["keep.txt"]
     assert (graded["outside"] / "keep.txt").read_text() == "the teacher's file"
     assert not graded["reached"]
-    assert _statuses(graded, "escape") == ["passed"] * 3  # and the rest of the notebook ran normally
+    assert _statuses(graded, "escape") == ["passed"] * 3  # the rest ran normally, though it emptied its own copy
     assert "writes confined to the copy" in (graded["out"] / "reports" / "escape.md").read_text()
 
 
@@ -202,7 +203,7 @@ def test_submissions_untouched_and_reports(graded):
 
 
 def test_gradescope_needs_one_submission(graded, tmp_path):
-    with pytest.raises(ValueError, match="holds 16 notebooks"):
+    with pytest.raises(ValueError, match="holds 15 notebooks"):
         grade.grade(LAB, graded["subs"], tmp_path / "g.csv", gradescope_out=tmp_path / "results.json")
     assert not (tmp_path / "g.csv").exists()
 
