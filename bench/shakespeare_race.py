@@ -51,7 +51,6 @@ Appends one JSON line to --out (default bench/results/shakespeare_race.jsonl): {
 from __future__ import annotations
 
 import argparse
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ from minillm.evaluation.loss import heldout_loss
 from minillm.model.transformer import GPT
 from minillm.presets import by_size
 from minillm.provenance import provenance
+from minillm.train.budget import fit_for_seconds
 from minillm.train.trainer import Trainer
 
 RECORD = "shakespeare_race.jsonl"
@@ -197,16 +197,6 @@ class _Clock:
     val_curve: list[list[float]] = field(default_factory=list)  # [seconds, step, val loss]
 
 
-def _plan(done: int, used_s: float, step_s: float, budget_s: float) -> int:
-    """Steps a budget affords: those done plus the seconds left at the measured seconds per step (at least one)."""
-    return done + max(1, int((budget_s - used_s) / step_s))
-
-
-def _decay_start(steps: int, decay_frac: float) -> int:
-    """The first (0-based) step of a WSD decay over the last ceil(decay_frac * steps) steps, as lr_at has it."""
-    return steps - math.ceil(decay_frac * steps)
-
-
 def train_recipe(recipe: Recipe, train: np.ndarray, val: np.ndarray, settings: RaceSettings,
                  budget_s: float | None = None, short_context: int | None = None) -> dict[str, Any]:
     """Train `recipe` (for budget_s seconds of training if it is budgeted) and score it; returns its record entry.
@@ -251,26 +241,11 @@ def train_recipe(recipe: Recipe, train: np.ndarray, val: np.ndarray, settings: R
     plan(cfg.max_steps)
     if not recipe.budgeted:
         trainer.fit()
-    else:
-        # The Trainer reads trainer.cfg at every step (lr_at) and in every fit(), so a new max_steps takes effect
-        # from the next step; the loader's batches do not depend on it.
-        trainer.fit(stop_at=1)  # the first step pays one-off costs (allocations, compilation): not in the rate
-        mark = (trainer.step, used())
-        trainer.fit(stop_at=recipe.probe)
-        while True:
-            # The rate of the steps since the last plan: on a shared machine the near past predicts the rest best.
-            rate = (used() - mark[1]) / (trainer.step - mark[0])
-            steps = _plan(trainer.step, used(), rate, budget_s)
-            while cfg.schedule == "wsd" and _decay_start(steps, cfg.decay_frac) < trainer.step:
-                steps += 1  # never plan the decay to start behind the next step: the lr would drop at once
-            plan(steps)
-            plans.append([trainer.step, round(used(), 3), steps])
-            decay_at = _decay_start(steps, cfg.decay_frac) if cfg.schedule == "wsd" else trainer.step
-            if trainer.step + recipe.replan > decay_at:
-                break
-            mark = (trainer.step, used())
-            trainer.fit(stop_at=trainer.step + recipe.replan)
-        trainer.fit()
+    else:  # minillm.train.budget: probe, plan, re-plan until the WSD decay; the same loop any caller gets
+        plans = fit_for_seconds(trainer, budget_s, probe=recipe.probe, replan=recipe.replan,
+                                paused=lambda: clock.paused,
+                                configure=lambda c, steps: c.replace(max_steps=steps,
+                                                                     log_interval=max(1, steps // CURVE_POINTS)))
     seconds = used()
     t0 = time.perf_counter()
     val_loss = heldout_loss(model, val_t, max_windows=settings.eval_windows)

@@ -84,11 +84,6 @@ def test_race_recipes_are_nanogpts_configs_and_ours(race):
         race.Recipe("x", ours.model, ours.train, budgeted=True, probe=100)
 
 
-def test_race_plan_arithmetic(race):
-    assert race._plan(10, 2.0, 0.1, 5.0) == 40  # 10 done + 3 s left / 0.1 s
-    assert race._plan(10, 6.0, 0.1, 5.0) == 11  # over budget already: one more step, the schedule's end
-
-
 class _FakeClock:
     """perf_counter for the Trainer and the bench: advances only when a training step runs."""
 

@@ -16,8 +16,9 @@ is needed. Held out: Shakespeare's last 10% (English) and the poems of the held-
 
 Both recipes train through `minillm.Trainer`, so `out=` gives a run folder (config.json, tokenizer.json,
 history.jsonl, checkpoints) that `minillm.load_run` opens and `resume=True` continues exactly. A time-budgeted
-run (`seconds=`) times a few steps of its own model first and then trains the steps that fill the time, with its
-schedule run to the end (a run cut off mid-decay would be judged before it annealed).
+run (`seconds=`) guesses its step count from a few steps of a throwaway model (the guess sets the warmup), then
+`minillm.train.budget.fit_for_seconds` times the first warmup steps of the real run and plans the steps that fill
+the time, with its schedule run to the end (a run cut off mid-decay would be judged before it annealed).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from minillm.data.tokenizer import BPETokenizer
 from minillm.evaluation.loss import heldout_loss
 from minillm.model.transformer import GPT
 from minillm.presets import by_size, size_profile
+from minillm.train.budget import fit_for_seconds
 from minillm.train.checkpoint import latest_checkpoint, load_checkpoint_state
 from minillm.train.trainer import Trainer
 from book.ch09_capstone.studies_corpus import capstone_corpus, capstone_tokenizer, encode_documents
@@ -276,6 +278,7 @@ class PretrainResult:
     n_params_total: int
     flops_per_token: int
     calibration_s: float = 0.0  # time spent timing steps for `seconds=` (not part of `seconds`)
+    plans: list = field(default_factory=list)  # seconds=: fit_for_seconds' [step, seconds used, planned steps]
     history: list[dict] = field(default_factory=list, repr=False)  # the Trainer's rows
 
     def summary(self) -> dict:
@@ -308,18 +311,29 @@ def _steps_for_seconds(cfg: PretrainConfig, recipe: Recipe, data: CapstoneData, 
 
 def fit_recipe(cfg: PretrainConfig, recipe: str | Recipe, steps: int, *, out: str | Path | None = None,
                resume: bool = False, stop_at: int | None = None, callbacks=(), progress: bool = False,
-               **train_changes: Any) -> tuple[GPT, Trainer]:
+               budget_s: float | None = None, **train_changes: Any) -> tuple[GPT, Trainer]:
     """Build `recipe`'s model (seeded with cfg.seed) and fit it for `steps` steps on the capstone data with
-    `minillm.Trainer`; returns (model in eval mode, the Trainer). train_changes: TrainConfig fields."""
+    `minillm.Trainer`; returns (model in eval mode, the Trainer). train_changes: TrainConfig fields.
+    budget_s: train for that many seconds instead (`minillm.train.budget.fit_for_seconds`); `steps` is then only
+    the first guess that sets the warmup (at least 3 steps, so the timing probe fits inside it)."""
     r = cfg.recipe(recipe)
     data = capstone_data(cfg.size)
     tcfg = cfg.train_config(r, steps, out_dir=str(out) if out is not None else None, resume=resume,
                             progress=progress, **train_changes)
+    if budget_s is not None:
+        if stop_at is not None or resume:
+            raise ValueError("a run trained for seconds (budget_s) cannot also stop_at a step or resume")
+        tcfg = tcfg.replace(warmup_steps=max(3, tcfg.warmup_steps))
     model = _model(cfg, r)
     note(study="capstone.pretrain", recipe=r.name, size=cfg.size, shape=list(cfg.shape), steps=steps,
-         batch_size=cfg.batch_size, block_size=cfg.block_size, lr=r.lr, schedule=r.schedule, seed=cfg.seed)
+         batch_size=cfg.batch_size, block_size=cfg.block_size, lr=r.lr, schedule=r.schedule, seed=cfg.seed,
+         budget_s=budget_s)
     trainer = Trainer(model, tcfg, data.splits(), tokenizer=data.tok, hooks=list(callbacks) or None)
-    trainer.fit(stop_at=stop_at)
+    if budget_s is None:
+        trainer.fit(stop_at=stop_at)
+    else:  # time the first steps of this very run (inside the warmup), then plan the rest to fill the budget
+        trainer.plans = fit_for_seconds(trainer, budget_s, probe=min(50, tcfg.warmup_steps - 1),
+                                        replan=max(1, cfg.eval_interval))
     return model.eval(), trainer
 
 
@@ -350,10 +364,11 @@ def pretrain(size: str | None = None, recipe: str = "modern", *, shape: Shape | 
     elif steps is None and seconds is not None:
         if not seconds > 0:
             raise ValueError(f"seconds={seconds!r} must be positive (the wall-clock budget of the run)")
-        steps, calibration = _steps_for_seconds(cfg, r, data, seconds)
+        steps, calibration = _steps_for_seconds(cfg, r, data, seconds)  # a first guess: it sets the warmup
+    budget_s = seconds if seconds is not None and not resume else None
     steps = steps if steps is not None else cfg.steps(r)
     model, trainer = fit_recipe(cfg, r, steps, out=out, resume=resume, stop_at=stop_at, callbacks=callbacks,
-                                progress=progress)
+                                progress=progress, budget_s=budget_s)
     rows = [{"step": h["step"], "seconds": h["elapsed_s"], "loss": h["loss"], "val_loss": h.get("val_loss")}
             for h in trainer.history]
     bpb = {k: bits_per_byte(model, data.heldout[k], data.heldout_bytes[k], max_windows=cfg.bpb_windows)
@@ -365,7 +380,8 @@ def pretrain(size: str | None = None, recipe: str = "modern", *, shape: Shape | 
                           bits_per_byte=bpb, seconds=trainer.elapsed_s, steps=done, tokens=done * tps,
                           flops=float(fpt * done * tps), n_params=model.num_params(),
                           n_params_total=model.num_params(non_embedding=False), flops_per_token=fpt,
-                          calibration_s=calibration, history=trainer.history)
+                          calibration_s=calibration, history=trainer.history,
+                          plans=getattr(trainer, "plans", []))
 
 
 _MODERN: dict[str, PretrainResult] = {}
@@ -393,7 +409,8 @@ def compare_recipes(size: str | None = None, *, callbacks=(), progress: bool = F
     seconds (`pretrain(..., seconds=)`), on the same data, shape, batch and seed. callbacks/progress: the baseline's."""
     modern = pretrain_modern(size)
     base = pretrain(size, "gpt2", seconds=modern.seconds, callbacks=callbacks, progress=progress)
-    return [modern.summary(), {**base.summary(), "calibration_s": base.calibration_s}]
+    return [modern.summary(), {**base.summary(), "calibration_s": base.calibration_s, "budget_s": modern.seconds,
+                               "plans": base.plans}]
 
 
 def exact_resume(size: str | None, root: str | Path, steps: int = 40) -> dict:

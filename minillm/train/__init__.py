@@ -12,6 +12,7 @@ checkpointing, parallelism). Modules, one idea each, in reading order:
 - ``lion.py``        Lion: one momentum, sign updates (Chen et al. 2023)
 - ``precision.py``   autocast / GradScaler policy and bytes-per-parameter memory estimates
 - ``trainer.py``     ``Trainer``: the pre-training loop around the step: data, evaluation, hooks, exact resume
+- ``budget.py``      ``fit_for_seconds``: train a Trainer for a wall-clock budget, its schedule ending there
 - ``history.py``     what the loop records: history rows, history.jsonl, hooks, MFU
 - ``checkpoint.py``  atomic save/load of everything an exact resume needs (weights in safetensors)
 - ``rundir.py``      run folders: config.json + tokenizer.json in one format for the CLI and the Trainer;
@@ -28,6 +29,7 @@ from minillm.train.precision import PrecisionPolicy, memory_estimate, param_byte
 from minillm.train.muon import Muon
 from minillm.train.lion import Lion
 from minillm.train.trainer import Trainer
+from minillm.train.budget import fit_for_seconds
 from minillm.train.history import read_history
 from minillm.train.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, load_checkpoint_state,
                                       save_checkpoint)
@@ -36,7 +38,7 @@ from minillm.train.distributed import Parallelism
 from minillm.train.progress import show_progress
 
 __all__ = ["show_progress", "save_adapter_run", "train_step", "lm_loss", "StepResult", "AdamW", "SGDW", "Muon", "Lion", "build_optimizer", "param_groups", "lr_at", "lr_curve",
-           "clip_grad_norm_", "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "read_history",
+           "clip_grad_norm_", "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "fit_for_seconds", "read_history",
            "save_checkpoint", "load_checkpoint", "load_checkpoint_state", "latest_checkpoint", "list_checkpoints",
            "load_run", "save_run", "write_run_config",
            "Parallelism"]
