@@ -236,12 +236,11 @@ def pretrain_config(size: str | None = None, *, shape: Shape | None = None, **ch
     laptop: 7e12 FLOPs, 5760 steps of 4 x 128 tokens (2.9M tokens, 0.64 of an epoch); (2, 64, 2) is the ladder shape
     nearest the IsoFLOP fit's N_opt for that budget (studies_sizing). Batch 4: at these budgets every run is short
     of steps, and on this corpus (6e11 FLOPs) batch 4 beat 16 by 0.15-0.35 nats (more for bigger models) and 2 by
-    0.03. At V=4096 a token's time is mostly the (B*T, V) logits' softmax, not the FLOPs. Measured on a shared
-    2-core CPU (one thread, load ~6): 536 s, held-out 5.06 nats/token, 2.90 bits/byte English, 2.61 Chinese; the
-    GPT-2 recipe, timed for the same 536 s (8819 steps; it ran in 376 s, as the load fell after its timing probe):
-    5.36, 3.15 and 2.76. An idle machine should take ~2-2.5 minutes (estimated,
-    not measured idle). ci: seconds. gpu: a ~14M-parameter model in bf16 with Triton kernels and torch.compile on
-    5 epochs of the data (unmeasured: no GPU was available)."""
+    0.03. At V=4096 a token's time is mostly the (B*T, V) logits' softmax, not the FLOPs. Measured on the idle 2-core
+    CPU (2 threads, bench/results/capstone_studies.jsonl): 137 s, held-out 5.06 nats/token, 2.90 bits/byte English,
+    2.61 Chinese; the GPT-2 recipe given the same seconds (6084 steps in 132 s): 5.50, 3.27 and 2.83. ci: seconds.
+    gpu: a ~14M-parameter model in bf16 with Triton kernels and torch.compile on 5 epochs of the data (unmeasured:
+    no GPU was available)."""
     size = size or size_profile()
     base = by_size(
         ci=dict(shape=(2, 32, 2), flops_budget=1e10, batch_size=8, eval_interval=20, eval_batches=2,
