@@ -28,7 +28,7 @@ Start here (each name is importable from `minillm`; `help(name)` documents it):
 
     data       corpus, CharTokenizer, BPETokenizer, prepare, DataSplits, token_stream, read_text_files
     model      ModelConfig, GPT, arch_stats, EncoderDecoder; layer functions (rmsnorm, swiglu, apply_rope, ...)
-    training   TrainConfig, Trainer, seed_everything, build_optimizer, lr_at, save_checkpoint, load_checkpoint
+    training   TrainConfig, Trainer, fit_for_seconds, seed_everything, build_optimizer, lr_at, save_checkpoint, load_checkpoint
     runs       load_run, save_run, write_run_config: one run folder for the CLI and the API
     using it   generate_text (text in, text out), generate, sample_next; fine-tuning, evaluation and scaling in minillm.finetune / .evaluation / .scaling
 """
@@ -58,6 +58,7 @@ from minillm.train.history import read_history
 from minillm.train.optim import AdamW, build_optimizer, clip_grad_norm_, lr_at, lr_curve, param_groups
 from minillm.train.precision import PrecisionPolicy, memory_estimate, param_bytes
 from minillm.train.trainer import Trainer
+from minillm.train.budget import fit_for_seconds
 from minillm.train.rundir import load_run, save_run, write_run_config
 
 __version__ = "0.1.0"
@@ -73,5 +74,5 @@ __all__ = ["ModelConfig", "TrainConfig", "synthetic", "ByteBPE", "train_bpe", "D
            "alibi_bias", "apply_rope", "sinusoidal_embedding", "GPT", "by_size", "model_preset", "size_profile",
            "train_preset", "latest_checkpoint", "load_checkpoint", "load_checkpoint_state", "save_checkpoint",
            "read_history", "AdamW", "build_optimizer", "clip_grad_norm_", "lr_at", "lr_curve", "param_groups",
-           "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "load_run", "save_run",
+           "PrecisionPolicy", "memory_estimate", "param_bytes", "Trainer", "fit_for_seconds", "load_run", "save_run",
            "write_run_config", "token_stream", "generate_text"]
