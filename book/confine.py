@@ -20,6 +20,9 @@ the command starts (a ``subprocess``, ``torchrun`` workers), so Python-level tri
   loopback TCP, and UDP is not covered. The Jupyter client then reaches the kernel over Unix sockets
   (``transport="ipc"``), which a namespace does not cut.
 
+The command is also made the out-of-memory killer's first choice (``oom_score_adj`` 1000), so a notebook that
+allocates without bound dies alone, not the grader or the other submissions' kernels.
+
 `available()` reports what this machine supports; `book.grade` refuses to run unconfined unless asked.
 """
 from __future__ import annotations
@@ -115,6 +118,16 @@ def restrict_writes(writable: list[str], block_tcp: bool = False) -> int:
     return abi
 
 
+def die_first_on_oom() -> None:
+    """Make this process (and what it starts) the OOM killer's first victim; raising one's own score needs no
+    privilege. Silently skipped where /proc has no oom_score_adj (not Linux)."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except FileNotFoundError:
+        pass
+
+
 def isolate_network() -> None:
     """Move this (single-threaded) process into new user + network namespaces with only loopback up.
 
@@ -180,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         p.error(f"--write folders must exist: {missing}")
     try:
+        die_first_on_oom()
         if a.net == "namespace":
             isolate_network()  # first: unshare needs a single-threaded process, and Landlock may block /proc writes
         restrict_writes([os.path.abspath(d) for d in a.write], block_tcp=a.net == "landlock-tcp")

@@ -70,9 +70,10 @@ def test_writes_only_beneath_the_write_folders(tmp_path):
         # a child process inherits the confinement
         print("touch", subprocess.run(["touch", {str(outside / 'touched')!r}], capture_output=True).returncode)
         open("/dev/null", "w").write("x")                     # always allowed
+        print("oom", open("/proc/self/oom_score_adj").read().strip())  # the OOM killer's first choice
         """, inside)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:5] == ["blocked"] * 5 and "touch 1" in r.stdout
+    assert r.stdout.split("\n")[:5] == ["blocked"] * 5 and "touch 1" in r.stdout and "oom 1000" in r.stdout
     assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
     assert (outside / "keep.txt").read_text() == "teacher's file"
     assert (inside / "sub" / "dir").is_dir()
