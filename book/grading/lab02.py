@@ -19,7 +19,8 @@ import numpy as np
 
 from book.grading.core import Case, Check, register_check
 from book.grading.diagnose import Mistake, compare_strings, diagnosing
-from book.grading.lab02_scorer import _SCORER_MISTAKES, _run_scorer, _scorer_case, _scorer_reference, compare_scores
+from book.grading.lab02_scorer import (_SCORER_MISTAKES, _run_scorer, _scorer_case, _scorer_reference, compare_scores,
+                                      same_scores)
 
 # ------------------------------------------------------------------------------------------------ 1. EM, token acc
 
@@ -305,7 +306,8 @@ def _register_lab02() -> None:
                 "answer + newline given prompt + trace, one value per example",
         hint="x = ctx + tgt[:-1]; logits = model(x)[0]; answer token j is scored by log_softmax(logits) at "
              "position len(ctx) - 1 + j; exact match = every target token (newline included) is the argmax.",
-        reference=_scorer_reference, compare=diagnosing(_SCORER_MISTAKES, compare_scores), runner=_run_scorer,
+        reference=_scorer_reference, compare=diagnosing(_SCORER_MISTAKES, compare_scores, same=same_scores),
+        runner=_run_scorer,
         atol=1e-4, rtol=1e-4,
         cases=(
             Case("12 additions (some answered exactly)", partial(_scorer_case, "additions")),

@@ -146,6 +146,18 @@ _SCORER_MISTAKES: tuple[Mistake, ...] = (
 )
 
 
+def same_scores(got: Any, wrong: Any) -> bool:
+    """A student's scores equal a mistake's: exact matches equal, log-probs within the check's own tolerance (1e-4).
+    Two right ways to compute a log-prob (one batch, or one example at a time) differ by fp32 rounding, which
+    grows with the thread count; the diagnosis must not hinge on it."""
+    try:
+        (g_lp, g_em), (w_lp, w_em) = (tuple(_as_array(v) for v in x) for x in (got, wrong))
+    except (TypeError, ValueError):
+        return False
+    return (g_lp.shape == w_lp.shape and g_em.shape == w_em.shape and bool(np.array_equal(g_em, w_em))
+            and bool(np.allclose(g_lp, w_lp, rtol=1e-4, atol=1e-4)))
+
+
 def compare_scores(got: Any, expected: tuple, spec: Check, case: Case) -> float:
     """(logprob_mean (N,), exact_match (N,)) within tolerance, each part with its own message."""
     if not isinstance(got, (tuple, list)) or len(got) != 2:

@@ -110,3 +110,15 @@ def test_a_stub_reports_not_implemented():
     for name in ("exact_match", "brier_score", "score_answers"):
         with pytest.raises(NotImplementedError, match=f"not implemented yet: {name}"):
             grading.check(name, stub)
+
+
+def test_scorer_diagnosis_tolerates_fp32_rounding():
+    """A right log-prob computed another way (a batch, not a loop; two threads, not one) differs by ~1e-6; the
+    diagnosis of an exact-match mistake must still recognise it (it failed at OMP_NUM_THREADS=2 before)."""
+    from book.grading.lab02_scorer import same_scores
+
+    lp, em = np.array([-0.65, -1.37, -3.99]), np.array([0.0, 1.0, 0.0])
+    assert same_scores((lp + 3e-6, em), (lp, em))
+    assert not same_scores((lp, em), (lp, 1 - em))            # a different exact match is a different mistake
+    assert not same_scores((lp + 1e-3, em), (lp, em))         # so is a log-prob off by more than the check allows
+    assert not same_scores((lp,), (lp, em))
