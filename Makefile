@@ -47,11 +47,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "minillm needs Python >= 3.10 but $(PYTHON) is " + sys.version.split()[0] + ". Install python3.11, or run: make PYTHON=/path/to/python3.11")'
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@# torch first: the build chosen here (CPU or CUDA) then satisfies requirements.txt's torch>=2.5 as is.
-	@# --no-compile: Python compiles a module's bytecode when it is first imported, instead of pip compiling every
-	@# file of every package (torch alone: 20 s -> 5 s to install here); most of those files are never imported.
-	$(VENV)/bin/python -m pip install --no-compile "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(VENV)/bin/python -m pip install --no-compile -r requirements.txt
-	$(VENV)/bin/python -m pip install --no-compile --no-deps -e .
+	$(VENV)/bin/python -m pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(VENV)/bin/python -m pip install -r requirements.txt
+	$(VENV)/bin/python -m pip install --no-deps -e .
 	rm -f $(VENV)/.stamp-torch-*
 	touch $@
 
