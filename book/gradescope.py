@@ -55,7 +55,11 @@ fi
 
 def _tracked(paths: tuple[str, ...]) -> list[str]:
     """Files git tracks under ``paths`` (so caches, .venv and build outputs never ship)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--", *paths], cwd=_REPO, capture_output=True, check=True)
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--", *paths], cwd=_REPO, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        raise ValueError(f"{_REPO} is not a git checkout (or git is missing): the autograder packs the files git "
+                         "tracks, so run python -m book.gradescope from a clone of the repository") from None
     return sorted(p for p in out.stdout.decode().split("\0") if p)
 
 

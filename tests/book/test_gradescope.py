@@ -78,3 +78,9 @@ def test_build_refuses_what_is_not_a_student_lab(tmp_path):
     with pytest.raises(ValueError, match="not inside the repository"):
         gradescope.build(tmp_path / "x.ipynb", tmp_path / "a.zip")
     assert not (tmp_path / "a.zip").exists()
+
+
+def test_build_outside_a_git_checkout_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(gradescope, "_REPO", tmp_path)  # a folder git does not know
+    with pytest.raises(ValueError, match="not a git checkout"):
+        gradescope._tracked(("minillm",))
